@@ -1,0 +1,58 @@
+# Everything a fresh machine needs comes from here: `make test` and `make demo` set up the
+# virtualenv, the extras and any services the tests use before running.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+APT_GET := DEBIAN_FRONTEND=noninteractive apt-get
+
+.PHONY: install services lint typecheck test test-fast demo bench clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ is required (set PYTHON=...)"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[all,dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Redis and PostgreSQL on 127.0.0.1 (the integration tests use them); installed and started
+# only when missing.
+services:
+	@if ! command -v redis-server >/dev/null || ! command -v pg_ctlcluster >/dev/null; then \
+		$(APT_GET) update -qq && $(APT_GET) install -y -qq --no-install-recommends redis-server postgresql >/dev/null; \
+	fi
+	@if ! (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then \
+		echo "starting redis-server on 127.0.0.1:6379"; \
+		mkdir -p /var/lib/redis /var/log/redis; \
+		redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+			--dir /var/lib/redis --logfile /var/log/redis/ci.log; \
+	fi
+	@if ! (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then \
+		echo "starting PostgreSQL on 127.0.0.1:5432"; \
+		pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql | head -n1) main start; \
+	fi
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: install
+	$(VENV)/bin/mypy --strict resilience_otel
+
+test: install services lint typecheck
+	$(VENV)/bin/pytest
+
+test-fast: install
+	$(VENV)/bin/pytest -m "not slow" -x -q
+
+demo: install
+	$(VENV)/bin/resilience-otel demo $(DEMO_ARGS)
+
+bench: install
+	$(PY) -m bench $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis dist build

@@ -1,0 +1,262 @@
+"""The circuit breaker: a state machine over explicit outcomes and an injected clock.
+
+It never sleeps, logs on the call path or emits telemetry; it only decides. A call asks
+:meth:`CircuitBreaker.acquire` for a permit (or gets :class:`CircuitOpenError`), runs without
+any lock held, then reports the outcome with the permit. Permits carry the breaker's
+generation, so an outcome that arrives after the state moved on cannot flip the new state.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from ._clock import SYSTEM_CLOCK, Clock
+from ._exceptions import CircuitOpenError
+from ._window import RollingWindow
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ._config import BreakerConfig
+
+__all__ = ["BreakerSnapshot", "BreakerState", "CircuitBreaker", "StateChange"]
+
+_log = logging.getLogger("resilience_otel")
+
+
+class BreakerState(StrEnum):
+    """Breaker states; the ``FORCED_*`` ones are set by hand and left only by hand."""
+
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+    FORCED_OPEN = "forced_open"
+    FORCED_CLOSED = "forced_closed"
+
+
+@dataclass(frozen=True, slots=True)
+class StateChange:
+    """A state transition, as given to listeners. ``at`` is on the monotonic clock."""
+
+    name: str
+    from_state: BreakerState
+    to_state: BreakerState
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerSnapshot:
+    """A consistent view of a breaker for endpoints and dashboards."""
+
+    name: str
+    state: BreakerState
+    calls: int
+    failures: int
+    slow_calls: int
+    half_open_in_flight: int
+    retry_after: float
+
+
+_CLOSED, _OPEN, _HALF_OPEN = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN
+_FORCED_OPEN, _FORCED_CLOSED = BreakerState.FORCED_OPEN, BreakerState.FORCED_CLOSED
+
+
+class CircuitBreaker:
+    """A thread- and asyncio-safe circuit breaker (no lock is held while a call runs).
+
+    Args:
+        config: thresholds and timings.
+        name: what it protects (the service, or ``service:host``).
+        clock: the time source; tests pass a fake one.
+    """
+
+    def __init__(self, config: BreakerConfig, *, name: str, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.config = config
+        self.name = name
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._window = RollingWindow(config.monitoring_period, config.window_buckets)
+        self._state = _CLOSED
+        self._generation = 0
+        self._opened_at = 0.0
+        self._probes_in_flight = 0
+        self._probe_successes = 0
+        self._listeners: list[Callable[[StateChange], None]] = []
+
+    # -- reading -----------------------------------------------------------------------
+    @property
+    def state(self) -> BreakerState:
+        """The current state (an open breaker whose reset timeout passed reads half-open)."""
+        self._maybe_half_open(self._clock.monotonic())
+        return self._state
+
+    def retry_after(self, now: float | None = None) -> float:
+        """Seconds until an open breaker admits a probe; 0.0 when it is not open."""
+        now = self._clock.monotonic() if now is None else now
+        if self._state is _OPEN:
+            return max(0.0, self._opened_at + self.config.reset_timeout - now)
+        if self._state is _FORCED_OPEN:
+            return self.config.reset_timeout
+        return 0.0
+
+    def snapshot(self) -> BreakerSnapshot:
+        """State, window counts, probes in flight and retry-after, read under the lock."""
+        now = self._clock.monotonic()
+        self._maybe_half_open(now)
+        with self._lock:
+            self._window.advance(now)
+            return BreakerSnapshot(
+                name=self.name,
+                state=self._state,
+                calls=self._window.calls,
+                failures=self._window.failures,
+                slow_calls=self._window.slow,
+                half_open_in_flight=self._probes_in_flight,
+                retry_after=self.retry_after(now),
+            )
+
+    def add_listener(self, listener: Callable[[StateChange], None]) -> None:
+        """Call ``listener`` after every state change (outside the breaker's lock)."""
+        self._listeners.append(listener)
+
+    def allows_retry(self, now: float) -> bool:
+        """Whether a retry could be admitted now (the breaker is not open)."""
+        state = self._state
+        if state is _OPEN:
+            return now >= self._opened_at + self.config.reset_timeout
+        return state is not _FORCED_OPEN
+
+    # -- the call protocol ---------------------------------------------------------------
+    def acquire(self, now: float) -> int:
+        """Admit a call or raise :class:`CircuitOpenError`.
+
+        Returns:
+            A permit to hand back to :meth:`record` or :meth:`release`.
+        """
+        state = self._state
+        if state is _CLOSED or state is _FORCED_CLOSED:
+            return self._generation << 1  # the common case takes no lock
+        if state is _OPEN:
+            self._maybe_half_open(now)
+        with self._lock:
+            state = self._state
+            if state is _CLOSED or state is _FORCED_CLOSED:
+                return self._generation << 1
+            if state is _HALF_OPEN and self._probes_in_flight < self.config.half_open_max_calls:
+                self._probes_in_flight += 1
+                return self._generation << 1 | 1
+            retry_after = self.retry_after(now)
+        raise CircuitOpenError(self.name, retry_after)
+
+    def record(self, permit: int, *, failure: bool, duration: float, now: float) -> None:
+        """Report the outcome of an admitted call.
+
+        Args:
+            permit: what :meth:`acquire` returned.
+            failure: whether the outcome counts as a failure (TRANSIENT, CRITICAL, timeout).
+            duration: how long the attempt took, seconds (for slow-call accounting).
+            now: the monotonic time of the outcome.
+        """
+        cfg = self.config
+        slow = cfg.slow_call_threshold is not None and duration > cfg.slow_call_threshold
+        change: StateChange | None = None
+        with self._lock:
+            if permit >> 1 != self._generation:
+                return  # the state moved on while this call ran
+            state = self._state
+            if state is _HALF_OPEN:
+                self._probes_in_flight -= 1
+                if failure or (slow and cfg.slow_call_rate_threshold is not None):
+                    change = self._transition(_OPEN, now)
+                else:
+                    self._probe_successes += 1
+                    if self._probe_successes >= cfg.success_threshold:
+                        change = self._transition(_CLOSED, now)
+            elif state is _CLOSED or state is _FORCED_CLOSED:
+                window = self._window
+                window.add(now, 1, int(failure), int(slow))
+                if state is _CLOSED and (failure or slow) and self._should_trip(window):
+                    change = self._transition(_OPEN, now)
+        if change is not None:
+            self._notify(change)
+
+    def release(self, permit: int) -> None:
+        """Give back a permit whose call ended without a countable outcome (cancelled)."""
+        if not permit & 1:
+            return
+        with self._lock:
+            if permit >> 1 == self._generation and self._state is _HALF_OPEN:
+                self._probes_in_flight -= 1
+
+    # -- manual control ------------------------------------------------------------------
+    def force_open(self) -> None:
+        """Reject every call until :meth:`reset` or :meth:`force_closed`."""
+        self._set_by_hand(_FORCED_OPEN)
+
+    def force_closed(self) -> None:
+        """Admit every call and never trip (the breaker is disabled) until :meth:`reset`."""
+        self._set_by_hand(_FORCED_CLOSED)
+
+    def reset(self) -> None:
+        """Back to CLOSED with an empty window."""
+        self._set_by_hand(_CLOSED)
+
+    # -- internals -----------------------------------------------------------------------
+    def _should_trip(self, window: RollingWindow) -> bool:
+        cfg = self.config
+        if cfg.failure_rate_threshold is None:
+            if window.failures >= cfg.failure_threshold:
+                return True
+        elif (
+            window.calls >= cfg.minimum_calls
+            and window.failures >= cfg.failure_rate_threshold * window.calls
+        ):
+            return True
+        return (
+            cfg.slow_call_rate_threshold is not None
+            and window.calls >= cfg.minimum_calls
+            and window.slow >= cfg.slow_call_rate_threshold * window.calls
+        )
+
+    def _maybe_half_open(self, now: float) -> None:
+        if self._state is not _OPEN or now < self._opened_at + self.config.reset_timeout:
+            return
+        with self._lock:
+            if self._state is not _OPEN or now < self._opened_at + self.config.reset_timeout:
+                return
+            change = self._transition(_HALF_OPEN, now)
+        self._notify(change)
+
+    def _transition(self, to_state: BreakerState, now: float) -> StateChange:
+        """Move to ``to_state``; the caller holds the lock and notifies afterwards."""
+        change = StateChange(self.name, self._state, to_state, now)
+        self._state = to_state
+        self._generation += 1
+        self._probes_in_flight = 0
+        self._probe_successes = 0
+        if to_state is _OPEN:
+            self._opened_at = now
+        if to_state is _CLOSED or to_state is _FORCED_CLOSED:
+            self._window.reset()
+        return change
+
+    def _set_by_hand(self, to_state: BreakerState) -> None:
+        now = self._clock.monotonic()
+        with self._lock:
+            if self._state is to_state:
+                if to_state is _CLOSED:
+                    self._window.reset()
+                return
+            change = self._transition(to_state, now)
+        self._notify(change)
+
+    def _notify(self, change: StateChange) -> None:
+        for listener in self._listeners:
+            try:
+                listener(change)
+            except Exception:
+                _log.exception("breaker %r state listener failed", self.name)

@@ -1,0 +1,46 @@
+"""Time as the policy core sees it: injected, so tests drive it by hand."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Protocol
+
+__all__ = ["Clock", "SystemClock"]
+
+
+class Clock(Protocol):
+    """A monotonic clock for decisions, a wall clock for display, and the ways to wait."""
+
+    def monotonic(self) -> float:
+        """Seconds from an arbitrary origin; never goes backwards."""
+
+    def time(self) -> float:
+        """Unix time, for timestamps shown to people (dead letters, health)."""
+
+    def sleep(self, seconds: float) -> None:
+        """Block the thread for ``seconds``."""
+
+    async def asleep(self, seconds: float) -> None:
+        """Suspend the task for ``seconds``."""
+
+
+class SystemClock:
+    """The real clock: :func:`time.monotonic`, :func:`time.time`, and real sleeps."""
+
+    __slots__ = ()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def time(self) -> float:
+        return time.time()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+    async def asleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+SYSTEM_CLOCK = SystemClock()

@@ -1,0 +1,434 @@
+"""The retry/breaker loop, written once as a generator and driven by a sync or async driver.
+
+The flow yields :class:`Attempt` (run the operation with this timeout and send back an
+:class:`Outcome`) and :class:`Sleep` (wait, after discarding the previous result). It returns a
+:class:`Final`: the value to return or the error to raise. Drivers differ only in how they
+sleep and do I/O, like httpx's ``Auth.auth_flow``.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Awaitable, Callable, Generator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from opentelemetry import trace
+
+from ._breaker import CircuitBreaker, StateChange
+from ._classify import ErrorClass, Failure
+from ._clock import SYSTEM_CLOCK, Clock
+from ._exceptions import CircuitOpenError, exhausted_error
+from ._retry import RetryBudget, backoff_delay, retry_limits
+from .dlq import DeadLetter, DeadLetterQueue, DeadLetterReason
+
+if TYPE_CHECKING:
+    from ._config import Policy
+    from ._events import Observer
+
+__all__ = ["Attempt", "CallDescription", "Engine", "Final", "Outcome", "Sleep"]
+
+T = TypeVar("T")
+_log = logging.getLogger("resilience_otel")
+
+
+@dataclass(slots=True)
+class Attempt:
+    """Run attempt ``number`` (from 1) with at most ``timeout`` seconds (``None``: no limit)."""
+
+    number: int
+    timeout: float | None
+
+
+@dataclass(slots=True)
+class Sleep(Generic[T]):
+    """Discard the failed attempt's ``discard`` value (close it), then wait ``seconds``."""
+
+    seconds: float
+    discard: T | None
+
+
+@dataclass(slots=True)
+class Outcome(Generic[T]):
+    """What one attempt produced: a value or an exception, and how long it took."""
+
+    value: T | None
+    error: Exception | None
+    duration: float
+
+
+@dataclass(slots=True)
+class Final(Generic[T]):
+    """How the call ends: return ``value`` unless ``error`` is set, which is raised."""
+
+    value: T | None
+    error: BaseException | None
+
+
+@dataclass(slots=True)
+class CallDescription:
+    """What a dead letter says about the call; built only when one is recorded."""
+
+    operation: str
+    payload: bytes | None = None
+    metadata: dict[str, str] | None = None
+
+
+Classifier = Callable[[Any, Exception | None], Failure | None]
+Flow = Generator["Attempt | Sleep[T]", "Outcome[T] | None", "Final[T]"]
+
+
+class Engine:
+    """Runs calls for one policy: breaker, retries, budget, dead letters and observers.
+
+    Client shells own an engine and translate their outcomes into its terms.
+
+    Args:
+        policy: the service's policy.
+        client: the ``client`` telemetry label (``http``, ``redis``, ``postgresql``).
+        classify: ``(value, error) -> Failure | None``.
+        clock: time source (a fake one in tests).
+        rng: random source for jitter.
+        dead_letters: where failed calls are recorded, if anywhere.
+        observers: receive call events.
+        describe_value: a short message for a failed *value* outcome (e.g. ``"HTTP 503"``).
+        reject_as: turns a :class:`CircuitOpenError` into what the client raises (a subclass
+            that is also the client's own error base).
+    """
+
+    def __init__(
+        self,
+        policy: Policy,
+        *,
+        client: str,
+        classify: Classifier,
+        clock: Clock = SYSTEM_CLOCK,
+        rng: random.Random | None = None,
+        dead_letters: DeadLetterQueue | None = None,
+        observers: Sequence[Observer] = (),
+        describe_value: Callable[[Any], str] = repr,
+        reject_as: Callable[[CircuitOpenError], BaseException] | None = None,
+    ) -> None:
+        self.policy = policy
+        self.client = client
+        self.classify = classify
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.dead_letters = dead_letters
+        self.observers = tuple(observers)
+        self.describe_value = describe_value
+        self.reject_as = reject_as
+        budget = policy.retry.budget
+        self.budget = None if budget is None else RetryBudget(budget)
+
+    def new_breaker(self, name: str) -> CircuitBreaker:
+        """A breaker for this policy whose transitions reach the observers."""
+        breaker = CircuitBreaker(self.policy.breaker, name=name, clock=self.clock)
+        if self.observers:
+            service = self.policy.service
+
+            def forward(change: StateChange) -> None:
+                self._emit("state_changed", service, change)
+
+            breaker.add_listener(forward)
+        return breaker
+
+    # -- the loop --------------------------------------------------------------------------
+    def flow(
+        self,
+        breaker: CircuitBreaker,
+        *,
+        replayable: bool,
+        describe: Callable[[], CallDescription],
+    ) -> Flow[T]:
+        """The retry/breaker loop for one logical call.
+
+        Args:
+            breaker: the breaker guarding this call.
+            replayable: whether the request may be sent again after it reached the upstream
+                (idempotent and with a body that can be re-read). Failures that certainly
+                happened before sending are retried either way.
+            describe: builds the dead letter's description of the call, if one is needed.
+        """
+        policy = self.policy
+        retry = policy.retry
+        clock = self.clock
+        call_timeout = policy.breaker.call_timeout
+        started = clock.monotonic()
+        deadline = None if retry.total_timeout is None else started + retry.total_timeout
+        if self.budget is not None:
+            self.budget.deposit(started)
+        attempt = 0
+        previous_delay = retry.base_delay
+        outcome: Outcome[T] | None = None
+        failure: Failure | None = None
+        while True:
+            attempt += 1
+            now = clock.monotonic() if attempt > 1 else started
+            try:
+                permit = breaker.acquire(now)
+            except CircuitOpenError as rejected:
+                if outcome is None:
+                    return self._rejected(rejected, started, describe)
+                break  # the breaker opened between attempts: stop retrying
+            timeout = call_timeout
+            if deadline is not None:
+                remaining = deadline - now
+                timeout = remaining if timeout is None else min(timeout, remaining)
+            try:
+                outcome = yield Attempt(attempt, timeout)
+            except BaseException:
+                breaker.release(permit)  # cancelled or interrupted: not the upstream's fault
+                raise
+            assert outcome is not None
+            failure = self.classify(outcome.value, outcome.error)
+            now = clock.monotonic()
+            breaker.record(
+                permit,
+                failure=failure is not None and failure.counts_as_failure,
+                duration=outcome.duration,
+                now=now,
+            )
+            if failure is None:
+                self._finished("success", None, attempt, now - started)
+                return Final(outcome.value, None)
+            delay = self._next_delay(
+                failure, attempt, replayable, previous_delay, now, deadline, breaker
+            )
+            if delay is None:
+                break
+            self._emit("retry_scheduled", policy.service, self.client, attempt, delay, failure.kind)
+            previous_delay = delay
+            yield Sleep(delay, outcome.value)
+        assert outcome is not None
+        assert failure is not None
+        return self._failed(outcome, failure, attempt, started, replayable, describe)
+
+    def _next_delay(
+        self,
+        failure: Failure,
+        attempt: int,
+        replayable: bool,
+        previous: float,
+        now: float,
+        deadline: float | None,
+        breaker: CircuitBreaker,
+    ) -> float | None:
+        """Seconds to wait before the next attempt, or ``None`` to stop retrying."""
+        retry = self.policy.retry
+        if failure.error_class not in retry.retry_on or not (replayable or not failure.sent):
+            return None
+        max_attempts, base, cap, multiplier = retry_limits(retry, failure)
+        if attempt >= max_attempts:
+            return None
+        if retry.respect_retry_after and failure.retry_after is not None:
+            if failure.retry_after > retry.max_retry_after:
+                return None
+            delay = failure.retry_after
+        else:
+            delay = backoff_delay(
+                retry.jitter,
+                attempt - 1,
+                base_delay=base,
+                max_delay=cap,
+                multiplier=multiplier,
+                previous=previous,
+                rng=self.rng,
+            )
+        if deadline is not None and now + delay >= deadline:
+            return None
+        if not breaker.allows_retry(now + delay):
+            return None
+        if self.budget is not None and not self.budget.try_withdraw(now):
+            return None
+        return delay
+
+    # -- endings -----------------------------------------------------------------------------
+    def _rejected(
+        self, rejected: CircuitOpenError, started: float, describe: Callable[[], CallDescription]
+    ) -> Final[T]:
+        service = self.policy.service
+        self._emit("call_rejected", service, self.client, rejected.retry_after)
+        self._finished("rejected", None, 0, 0.0)
+        if DeadLetterReason.CIRCUIT_OPEN in self.policy.dead_letter_on:
+            self._dead_letter(
+                DeadLetterReason.CIRCUIT_OPEN,
+                describe,
+                error_class=ErrorClass.TRANSIENT.value,
+                error_type="CircuitOpenError",
+                message=str(rejected),
+                attempts=0,
+                started=started,
+            )
+        return Final(None, rejected if self.reject_as is None else self.reject_as(rejected))
+
+    def _failed(
+        self,
+        outcome: Outcome[T],
+        failure: Failure,
+        attempt: int,
+        started: float,
+        replayable: bool,
+        describe: Callable[[], CallDescription],
+    ) -> Final[T]:
+        service = self.policy.service
+        self._finished("failure", failure.error_class, attempt, self.clock.monotonic() - started)
+        retryable = failure.error_class in self.policy.retry.retry_on and (
+            replayable or not failure.sent
+        )
+        if failure.error_class is ErrorClass.CRITICAL:
+            reason = DeadLetterReason.CRITICAL
+        elif failure.error_class is ErrorClass.PERMANENT:
+            reason = DeadLetterReason.PERMANENT
+        else:
+            reason = DeadLetterReason.RETRIES_EXHAUSTED
+        if retryable:
+            self._emit("retries_exhausted", service, self.client, attempt)
+        if reason in self.policy.dead_letter_on:
+            if outcome.error is not None:
+                message = f"{type(outcome.error).__name__}: {outcome.error}"
+            else:
+                message = self.describe_value(outcome.value)
+            self._dead_letter(
+                reason,
+                describe,
+                error_class=failure.error_class.value,
+                error_type=failure.error_type,
+                message=message,
+                attempts=attempt,
+                started=started,
+            )
+        error = outcome.error
+        if error is None:
+            return Final(outcome.value, None)
+        if retryable:
+            exhausted = exhausted_error(error, service=service, attempts=attempt)
+            exhausted.__cause__ = error
+            return Final(None, exhausted)
+        return Final(None, error)
+
+    def _finished(
+        self, outcome: str, error_class: ErrorClass | None, attempts: int, duration: float
+    ) -> None:
+        if self.observers:
+            self._emit(
+                "call_finished",
+                self.policy.service,
+                self.client,
+                outcome,
+                error_class,
+                attempts,
+                duration,
+            )
+
+    def _dead_letter(
+        self,
+        reason: DeadLetterReason,
+        describe: Callable[[], CallDescription],
+        *,
+        error_class: str,
+        error_type: str,
+        message: str,
+        attempts: int,
+        started: float,
+    ) -> None:
+        queue = self.dead_letters
+        if queue is None:
+            return
+        from ._redact import redact_text
+
+        description = describe()
+        clock = self.clock
+        wall_now = clock.time()
+        span_context = trace.get_current_span().get_span_context()
+        letter = DeadLetter(
+            service=self.policy.service,
+            operation=description.operation,
+            reason=reason,
+            error_class=error_class,
+            error_type=error_type,
+            message=redact_text(message)[:500],
+            attempts=attempts,
+            first_attempt_at=wall_now - (clock.monotonic() - started),
+            failed_at=wall_now,
+            trace_id=format(span_context.trace_id, "032x") if span_context.is_valid else None,
+            payload=description.payload,
+            metadata=description.metadata or {},
+        )
+        queue.put(letter)
+        self._emit("dead_lettered", letter)
+
+    def _emit(self, hook: str, *args: Any) -> None:
+        for observer in self.observers:
+            try:
+                getattr(observer, hook)(*args)
+            except Exception:
+                _log.exception("observer %r failed in %s", observer, hook)
+
+
+# -- drivers ---------------------------------------------------------------------------------
+def run_sync(
+    flow: Flow[T],
+    attempt: Callable[[Attempt], T],
+    discard: Callable[[T], None],
+    clock: Clock,
+) -> T:
+    """Drive ``flow`` in this thread: call ``attempt``, close discarded values, sleep."""
+    try:
+        step: Attempt | Sleep[T] = next(flow)
+        while True:
+            if isinstance(step, Attempt):
+                begin = clock.monotonic()
+                try:
+                    value = attempt(step)
+                except Exception as error:
+                    result: Outcome[T] = Outcome(None, error, clock.monotonic() - begin)
+                else:
+                    result = Outcome(value, None, clock.monotonic() - begin)
+                step = flow.send(result)
+            else:
+                if step.discard is not None:
+                    discard(step.discard)
+                clock.sleep(step.seconds)
+                step = flow.send(None)
+    except StopIteration as stop:
+        final: Final[T] = stop.value
+    finally:
+        flow.close()  # on KeyboardInterrupt etc. this releases the breaker permit
+    if final.error is not None:
+        raise final.error
+    return final.value  # type: ignore[return-value]
+
+
+async def run_async(
+    flow: Flow[T],
+    attempt: Callable[[Attempt], Awaitable[T]],
+    discard: Callable[[T], Awaitable[None]],
+    clock: Clock,
+) -> T:
+    """Drive ``flow`` in a task: await ``attempt``, close discarded values, sleep."""
+    try:
+        step: Attempt | Sleep[T] = next(flow)
+        while True:
+            if isinstance(step, Attempt):
+                begin = clock.monotonic()
+                try:
+                    value = await attempt(step)
+                except Exception as error:
+                    result: Outcome[T] = Outcome(None, error, clock.monotonic() - begin)
+                else:
+                    result = Outcome(value, None, clock.monotonic() - begin)
+                step = flow.send(result)
+            else:
+                if step.discard is not None:
+                    await discard(step.discard)
+                await clock.asleep(step.seconds)
+                step = flow.send(None)
+    except StopIteration as stop:
+        final: Final[T] = stop.value
+    finally:
+        flow.close()  # on cancellation this releases the breaker permit
+    if final.error is not None:
+        raise final.error
+    return final.value  # type: ignore[return-value]

@@ -1,0 +1,407 @@
+"""Resilient httpx transports: breaker, safe retries, timeouts and dead letters for any
+``httpx.BaseTransport`` / ``httpx.AsyncBaseTransport``.
+
+Usage::
+
+    client = httpx.Client(transport=ResilientTransport(policy=Policy(service="alpaca")))
+
+Retry safety: a request is resent after it may have reached the server only when its method
+is idempotent (GET HEAD OPTIONS PUT DELETE TRACE) or it carries an ``Idempotency-Key``
+header, and its body can be re-read (not a one-shot stream). Failures that certainly happened
+before sending (connection refused, connect or pool timeout) are retried for every method.
+After the last retryable *response* the caller gets that response; after the last retryable
+*exception* it gets a :class:`RetriesExhaustedError` that is also of the exception's own type.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from ._classify import ErrorClass, Failure, FailureKind, classify_exception
+from ._clock import SYSTEM_CLOCK, Clock
+from ._engine import Attempt, CallDescription, Engine, Flow, run_async, run_sync
+from ._exceptions import CircuitOpenError, mix_with
+from ._redact import redact_url
+from ._retry import parse_retry_after
+
+if TYPE_CHECKING:
+    import random
+
+    from ._breaker import CircuitBreaker
+    from ._config import Policy
+    from ._events import Observer
+    from .dlq import DeadLetterQueue
+
+__all__ = [
+    "IDEMPOTENT_METHODS",
+    "AsyncResilientTransport",
+    "HttpClassifier",
+    "ResilientTransport",
+    "classify_http",
+]
+
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+
+HttpClassifier = Callable[[httpx.Response | None, Exception | None], Failure | None]
+"""``(response, error) -> Failure | None``: exactly one of response and error is set."""
+
+_T, _P, _C = ErrorClass.TRANSIENT, ErrorClass.PERMANENT, ErrorClass.CRITICAL
+_STATUS_FAILURES: dict[int, Failure] = {
+    408: Failure(_T, FailureKind.TIMEOUT, error_type="408"),
+    500: Failure(_T, FailureKind.SERVER_ERROR, error_type="500"),
+    502: Failure(_T, FailureKind.SERVER_ERROR, error_type="502"),
+    504: Failure(_T, FailureKind.TIMEOUT, error_type="504"),
+    501: Failure(_P, FailureKind.SERVER_ERROR, error_type="501"),
+    505: Failure(_P, FailureKind.SERVER_ERROR, error_type="505"),
+    506: Failure(_P, FailureKind.SERVER_ERROR, error_type="506"),
+    507: Failure(_C, FailureKind.SERVER_ERROR, error_type="507"),
+    508: Failure(_P, FailureKind.SERVER_ERROR, error_type="508"),
+    510: Failure(_P, FailureKind.SERVER_ERROR, error_type="510"),
+    511: Failure(_P, FailureKind.CLIENT_ERROR, error_type="511"),
+}
+
+# Exceptions raised before any byte of the request left this process.
+_NOT_SENT: tuple[type[Exception], ...] = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+    httpx.ProxyError,
+)
+
+
+def _status_failure(response: httpx.Response) -> Failure | None:
+    status = response.status_code
+    if status < 400:
+        return None
+    known = _STATUS_FAILURES.get(status)
+    if known is not None:
+        return known
+    error_type = str(status)
+    if status in (429, 503):
+        retry_after = parse_retry_after(response.headers.get("retry-after"), time.time())
+        kind = FailureKind.RATE_LIMITED if status == 429 else FailureKind.SERVER_ERROR
+        return Failure(_T, kind, retry_after=retry_after, error_type=error_type)
+    if status < 500:
+        return Failure(_P, FailureKind.CLIENT_ERROR, error_type=error_type)
+    return Failure(_T, FailureKind.SERVER_ERROR, error_type=error_type)
+
+
+def classify_http(response: httpx.Response | None, error: Exception | None) -> Failure | None:
+    """The default httpx classifier.
+
+    Responses: below 400 succeed; 408, 429, 500, 502, 503, 504 (and unknown 5xx) are
+    TRANSIENT, with ``Retry-After`` read on 429 and 503; 507 is CRITICAL; other 4xx, 501,
+    505, 506, 508, 510 and 511 are PERMANENT. Exceptions: certificate failures, out of
+    memory and disk full are CRITICAL; connect errors and timeouts, read/write errors and
+    protocol errors from the server are TRANSIENT; everything else is PERMANENT.
+    """
+    if error is None:
+        assert response is not None
+        return _status_failure(response)
+    critical = classify_exception(error)
+    if critical is not None:
+        return critical
+    name = type(error).__name__
+    if isinstance(error, httpx.TimeoutException):
+        return Failure(
+            _T, FailureKind.TIMEOUT, sent=not isinstance(error, _NOT_SENT), error_type=name
+        )
+    if isinstance(error, httpx.TransportError) and not isinstance(
+        error, httpx.UnsupportedProtocol | httpx.LocalProtocolError
+    ):
+        return Failure(
+            _T, FailureKind.CONNECTION, sent=not isinstance(error, _NOT_SENT), error_type=name
+        )
+    return Failure(_P, FailureKind.OTHER, error_type=name)
+
+
+def _replayable(request: httpx.Request) -> bool:
+    if request.method not in IDEMPOTENT_METHODS and "idempotency-key" not in request.headers:
+        return False
+    return isinstance(request.stream, httpx.ByteStream)
+
+
+def _reject_as_transport_error(error: CircuitOpenError) -> BaseException:
+    mixed = mix_with(error, httpx.TransportError)
+    if not hasattr(mixed, "_request"):
+        object.__setattr__(mixed, "_request", None)  # httpx's client fills it in
+    return mixed
+
+
+def _describe_response(response: httpx.Response) -> str:
+    return f"HTTP {response.status_code} {response.reason_phrase}".rstrip()
+
+
+def _capped_timeouts(
+    original: dict[str, float | None] | None, limit: float
+) -> dict[str, float | None]:
+    keys = ("connect", "read", "write", "pool")
+    if not original:
+        return dict.fromkeys(keys, limit)
+    return {k: limit if original.get(k) is None else min(limit, original[k]) for k in keys}  # type: ignore[type-var]
+
+
+class _Shell:
+    """What the sync and async transports share: engine, breakers and per-call set-up."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        *,
+        classifier: HttpClassifier | None,
+        breaker: CircuitBreaker | None,
+        per_host: bool,
+        max_hosts: int,
+        dead_letters: DeadLetterQueue | None,
+        keep_payload: bool,
+        read_body: bool,
+        observers: Sequence[Observer],
+        clock: Clock,
+        rng: random.Random | None,
+    ) -> None:
+        self.engine = Engine(
+            policy,
+            client="http",
+            classify=classifier or classify_http,
+            clock=clock,
+            rng=rng,
+            dead_letters=dead_letters,
+            observers=observers,
+            describe_value=_describe_response,
+            reject_as=_reject_as_transport_error,
+        )
+        self.breaker = breaker or self.engine.new_breaker(policy.service)
+        self.per_host = per_host
+        self.max_hosts = max_hosts
+        self.keep_payload = keep_payload
+        self.read_body = read_body
+        self._host_breakers: dict[str, CircuitBreaker] = {}
+        self._lock = threading.Lock()
+
+    def breaker_for(self, request: httpx.Request) -> CircuitBreaker:
+        """The service's breaker, or the request host's when breakers are per host."""
+        if not self.per_host:
+            return self.breaker
+        host = request.url.netloc.decode("ascii", "replace").rpartition("@")[2]
+        breaker = self._host_breakers.get(host)
+        if breaker is not None:
+            return breaker
+        with self._lock:
+            breaker = self._host_breakers.get(host)
+            if breaker is None:
+                if len(self._host_breakers) >= self.max_hosts:
+                    return self.breaker  # bounded: overflow hosts share the service breaker
+                breaker = self.engine.new_breaker(f"{self.engine.policy.service}:{host}")
+                self._host_breakers[host] = breaker
+            return breaker
+
+    def breakers(self) -> list[CircuitBreaker]:
+        """Every breaker this transport uses."""
+        with self._lock:
+            return [self.breaker, *self._host_breakers.values()]
+
+    def flow(self, request: httpx.Request) -> Flow[httpx.Response]:
+        return self.engine.flow(
+            self.breaker_for(request),
+            replayable=_replayable(request),
+            describe=partial(self.describe, request),
+        )
+
+    def describe(self, request: httpx.Request) -> CallDescription:
+        payload = None
+        if self.keep_payload and isinstance(request.stream, httpx.ByteStream):
+            payload = request.content or None
+        return CallDescription(
+            operation=f"{request.method} {redact_url(str(request.url))}",
+            payload=payload,
+            metadata={"method": request.method, "host": request.url.host},
+        )
+
+    def prepare(self, request: httpx.Request, original: Any, step: Attempt) -> None:
+        if step.timeout is not None:
+            request.extensions["timeout"] = _capped_timeouts(original, max(step.timeout, 0.0))
+
+    def rebuilt(
+        self, response: httpx.Response, request: httpx.Request, body: bytes
+    ) -> httpx.Response:
+        # A fresh response over the buffered body, so httpx's client reads and times it as usual.
+        return httpx.Response(
+            response.status_code,
+            headers=response.headers,
+            stream=httpx.ByteStream(body),
+            extensions=response.extensions,
+            request=request,
+        )
+
+
+def _call_timed_out(request: httpx.Request, step: Attempt) -> httpx.ReadTimeout:
+    return httpx.ReadTimeout(
+        f"attempt {step.number} exceeded call_timeout {step.timeout:.3f}s", request=request
+    )
+
+
+class ResilientTransport(httpx.BaseTransport):
+    """A sync httpx transport adding a circuit breaker, safe retries, timeouts and dead letters.
+
+    Args:
+        transport: the transport to wrap (default ``httpx.HTTPTransport()``).
+        policy: the upstream's policy.
+        classifier: overrides :func:`classify_http`.
+        breaker: share a breaker with other transports (e.g. a sync and an async client of
+            one service); by default the transport makes its own.
+        per_host: one breaker per ``host:port`` instead of one per policy; at most
+            ``max_hosts`` of them, further hosts share the policy's breaker.
+        dead_letters: where failed calls are recorded (see ``Policy.dead_letter_on``).
+        keep_payload: keep request bodies in dead letters (for replay); off by default.
+        read_body: read the response body inside the attempt, so a truncated body or a
+            stalled download is retried and ``call_timeout`` covers the whole response.
+            Turn off for large streamed downloads.
+        observers: receive call events (telemetry, health).
+        clock: time source; ``resilience_otel.testing.FakeClock`` makes retries instant.
+        rng: random source for jitter.
+    """
+
+    def __init__(
+        self,
+        transport: httpx.BaseTransport | None = None,
+        *,
+        policy: Policy,
+        classifier: HttpClassifier | None = None,
+        breaker: CircuitBreaker | None = None,
+        per_host: bool = False,
+        max_hosts: int = 256,
+        dead_letters: DeadLetterQueue | None = None,
+        keep_payload: bool = False,
+        read_body: bool = True,
+        observers: Iterable[Observer] = (),
+        clock: Clock = SYSTEM_CLOCK,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._transport = transport if transport is not None else httpx.HTTPTransport()
+        self._shell = _Shell(
+            policy, classifier=classifier, breaker=breaker, per_host=per_host, max_hosts=max_hosts,
+            dead_letters=dead_letters, keep_payload=keep_payload, read_body=read_body,
+            observers=tuple(observers), clock=clock, rng=rng,
+        )  # fmt: skip
+
+    @property
+    def breaker(self) -> CircuitBreaker:
+        """The policy's breaker (per-host breakers: :meth:`breakers`)."""
+        return self._shell.breaker
+
+    def breakers(self) -> list[CircuitBreaker]:
+        """Every breaker in use: the policy's, then one per host when ``per_host``."""
+        return self._shell.breakers()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        shell = self._shell
+        send = partial(self._send, request, request.extensions.get("timeout"))
+        return run_sync(shell.flow(request), send, httpx.Response.close, shell.engine.clock)
+
+    def _send(self, request: httpx.Request, original_timeout: Any, step: Attempt) -> httpx.Response:
+        shell = self._shell
+        shell.prepare(request, original_timeout, step)
+        response = self._transport.handle_request(request)
+        if not shell.read_body:
+            return response
+        clock = shell.engine.clock
+        deadline = None if step.timeout is None else clock.monotonic() + step.timeout
+        chunks: list[bytes] = []
+        try:
+            for chunk in response.stream:  # type: ignore[union-attr]
+                chunks.append(chunk)
+                if deadline is not None and clock.monotonic() > deadline:
+                    raise _call_timed_out(request, step)
+        finally:
+            response.close()
+        return shell.rebuilt(response, request, b"".join(chunks))
+
+    def close(self) -> None:
+        self._transport.close()
+
+
+class AsyncResilientTransport(httpx.AsyncBaseTransport):
+    """The asyncio twin of :class:`ResilientTransport`; same arguments.
+
+    ``call_timeout`` cancels the attempt (``asyncio.timeout``) and surfaces as
+    ``httpx.ReadTimeout``; cancelling the calling task propagates at once.
+    """
+
+    def __init__(
+        self,
+        transport: httpx.AsyncBaseTransport | None = None,
+        *,
+        policy: Policy,
+        classifier: HttpClassifier | None = None,
+        breaker: CircuitBreaker | None = None,
+        per_host: bool = False,
+        max_hosts: int = 256,
+        dead_letters: DeadLetterQueue | None = None,
+        keep_payload: bool = False,
+        read_body: bool = True,
+        observers: Iterable[Observer] = (),
+        clock: Clock = SYSTEM_CLOCK,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._transport = transport if transport is not None else httpx.AsyncHTTPTransport()
+        self._shell = _Shell(
+            policy, classifier=classifier, breaker=breaker, per_host=per_host, max_hosts=max_hosts,
+            dead_letters=dead_letters, keep_payload=keep_payload, read_body=read_body,
+            observers=tuple(observers), clock=clock, rng=rng,
+        )  # fmt: skip
+
+    @property
+    def breaker(self) -> CircuitBreaker:
+        """The policy's breaker (per-host breakers: :meth:`breakers`)."""
+        return self._shell.breaker
+
+    def breakers(self) -> list[CircuitBreaker]:
+        """Every breaker in use: the policy's, then one per host when ``per_host``."""
+        return self._shell.breakers()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        shell = self._shell
+        send = partial(self._send, request, request.extensions.get("timeout"))
+        response: httpx.Response = await run_async(
+            shell.flow(request), send, httpx.Response.aclose, shell.engine.clock
+        )
+        return response
+
+    async def _send(
+        self, request: httpx.Request, original_timeout: Any, step: Attempt
+    ) -> httpx.Response:
+        if step.timeout is None:
+            return await self._send_once(request, original_timeout, step)
+        try:
+            async with asyncio.timeout(step.timeout) as scope:
+                return await self._send_once(request, original_timeout, step)
+        except TimeoutError as exc:
+            if scope.expired():
+                raise _call_timed_out(request, step) from exc
+            raise
+
+    async def _send_once(
+        self, request: httpx.Request, original_timeout: Any, step: Attempt
+    ) -> httpx.Response:
+        shell = self._shell
+        shell.prepare(request, original_timeout, step)
+        response = await self._transport.handle_async_request(request)
+        if not shell.read_body:
+            return response
+        chunks: list[bytes] = []
+        try:
+            async for chunk in response.stream:  # type: ignore[union-attr]
+                chunks.append(chunk)
+        finally:
+            await response.aclose()
+        return shell.rebuilt(response, request, b"".join(chunks))
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()
