@@ -94,6 +94,11 @@ class CircuitBreaker:
         self._maybe_half_open(self._clock.monotonic())
         return self._state
 
+    @property
+    def current_state(self) -> BreakerState:
+        """The state as last set, without consulting the clock (cheap; for labels)."""
+        return self._state
+
     def retry_after(self, now: float | None = None) -> float:
         """Seconds until an open breaker admits a probe; 0.0 when it is not open."""
         now = self._clock.monotonic() if now is None else now
@@ -152,7 +157,9 @@ class CircuitBreaker:
             retry_after = self.retry_after(now)
         raise CircuitOpenError(self.name, retry_after)
 
-    def record(self, permit: int, *, failure: bool, duration: float, now: float) -> None:
+    def record(
+        self, permit: int, *, failure: bool, duration: float, now: float
+    ) -> StateChange | None:
         """Report the outcome of an admitted call.
 
         Args:
@@ -160,13 +167,16 @@ class CircuitBreaker:
             failure: whether the outcome counts as a failure (TRANSIENT, CRITICAL, timeout).
             duration: how long the attempt took, seconds (for slow-call accounting).
             now: the monotonic time of the outcome.
+
+        Returns:
+            The state change this outcome caused, if any (listeners have been told).
         """
         cfg = self.config
         slow = cfg.slow_call_threshold is not None and duration > cfg.slow_call_threshold
         change: StateChange | None = None
         with self._lock:
             if permit >> 1 != self._generation:
-                return  # the state moved on while this call ran
+                return None  # the state moved on while this call ran
             state = self._state
             if state is _HALF_OPEN:
                 self._probes_in_flight -= 1
@@ -179,10 +189,11 @@ class CircuitBreaker:
             elif state is _CLOSED or state is _FORCED_CLOSED:
                 window = self._window
                 window.add(now, 1, int(failure), int(slow))
-                if state is _CLOSED and (failure or slow) and self._should_trip(window):
+                if state is _CLOSED and self._should_trip(window):
                     change = self._transition(_OPEN, now)
         if change is not None:
             self._notify(change)
+        return change
 
     def release(self, permit: int) -> None:
         """Give back a permit whose call ended without a countable outcome (cancelled)."""
@@ -213,13 +224,13 @@ class CircuitBreaker:
                 return True
         elif (
             window.calls >= cfg.minimum_calls
-            and window.failures >= cfg.failure_rate_threshold * window.calls
+            and window.failures / window.calls >= cfg.failure_rate_threshold
         ):
             return True
         return (
             cfg.slow_call_rate_threshold is not None
             and window.calls >= cfg.minimum_calls
-            and window.slow >= cfg.slow_call_rate_threshold * window.calls
+            and window.slow / window.calls >= cfg.slow_call_rate_threshold
         )
 
     def _maybe_half_open(self, now: float) -> None:

@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from opentelemetry import trace
 
-from ._breaker import CircuitBreaker, StateChange
-from ._classify import ErrorClass, Failure
+from ._breaker import BreakerState, CircuitBreaker, StateChange
+from ._classify import ErrorClass, Failure, FailureKind
 from ._clock import SYSTEM_CLOCK, Clock
 from ._exceptions import CircuitOpenError, exhausted_error
 from ._retry import RetryBudget, backoff_delay, retry_limits
+from ._telemetry import AttemptTrace, MetricsObserver, Telemetry, finish_attempt
 from .dlq import DeadLetter, DeadLetterQueue, DeadLetterReason
 
 if TYPE_CHECKING:
@@ -35,10 +36,17 @@ _log = logging.getLogger("resilience_otel")
 
 @dataclass(slots=True)
 class Attempt:
-    """Run attempt ``number`` (from 1) with at most ``timeout`` seconds (``None``: no limit)."""
+    """Run attempt ``number`` (from 1) with at most ``timeout`` seconds (``None``: no limit).
+
+    ``breaker_state`` is the breaker's state when the attempt was admitted; a shell that
+    traces the attempt puts its span in ``trace`` and the flow ends it once it has decided
+    what follows.
+    """
 
     number: int
     timeout: float | None
+    breaker_state: BreakerState
+    trace: AttemptTrace | None = None
 
 
 @dataclass(slots=True)
@@ -95,6 +103,8 @@ class Engine:
         describe_value: a short message for a failed *value* outcome (e.g. ``"HTTP 503"``).
         reject_as: turns a :class:`CircuitOpenError` into what the client raises (a subclass
             that is also the client's own error base).
+        tracer_provider / meter_provider: OTel providers (default: the global ones); unused
+            when ``policy.telemetry`` is off.
     """
 
     def __init__(
@@ -109,6 +119,8 @@ class Engine:
         observers: Sequence[Observer] = (),
         describe_value: Callable[[Any], str] = repr,
         reject_as: Callable[[CircuitOpenError], BaseException] | None = None,
+        tracer_provider: Any = None,
+        meter_provider: Any = None,
     ) -> None:
         self.policy = policy
         self.client = client
@@ -116,6 +128,11 @@ class Engine:
         self.clock = clock
         self.rng = rng or random.Random()
         self.dead_letters = dead_letters
+        self.telemetry = (
+            Telemetry.get(tracer_provider, meter_provider) if policy.telemetry else None
+        )
+        if self.telemetry is not None:
+            observers = (MetricsObserver(self.telemetry), *observers)
         self.observers = tuple(observers)
         self.describe_value = describe_value
         self.reject_as = reject_as
@@ -124,7 +141,12 @@ class Engine:
 
     def new_breaker(self, name: str) -> CircuitBreaker:
         """A breaker for this policy whose transitions reach the observers."""
-        breaker = CircuitBreaker(self.policy.breaker, name=name, clock=self.clock)
+        return self.adopt_breaker(CircuitBreaker(self.policy.breaker, name=name, clock=self.clock))
+
+    def adopt_breaker(self, breaker: CircuitBreaker) -> CircuitBreaker:
+        """Report ``breaker``'s transitions to the observers and its state in the metrics."""
+        if self.telemetry is not None:
+            self.telemetry.watch_breaker(self.policy.service, breaker)
         if self.observers:
             service = self.policy.service
 
@@ -169,33 +191,41 @@ class Engine:
             try:
                 permit = breaker.acquire(now)
             except CircuitOpenError as rejected:
-                if outcome is None:
+                if outcome is None or outcome.error is None:
+                    # First attempt, or the last response was discarded (closed) before the
+                    # sleep, so nothing is left to return: the call ends as rejected.
                     return self._rejected(rejected, started, describe)
+                attempt -= 1  # this attempt never ran
                 break  # the breaker opened between attempts: stop retrying
             timeout = call_timeout
             if deadline is not None:
                 remaining = deadline - now
                 timeout = remaining if timeout is None else min(timeout, remaining)
+            step = Attempt(attempt, timeout, breaker.current_state)
             try:
-                outcome = yield Attempt(attempt, timeout)
-            except BaseException:
+                outcome = yield step
+            except BaseException as exc:
                 breaker.release(permit)  # cancelled or interrupted: not the upstream's fault
+                self._end_trace(step, exc, None, 0.0, None, None)
                 raise
             assert outcome is not None
             failure = self.classify(outcome.value, outcome.error)
             now = clock.monotonic()
-            breaker.record(
+            change = breaker.record(
                 permit,
                 failure=failure is not None and failure.counts_as_failure,
                 duration=outcome.duration,
                 now=now,
             )
             if failure is None:
+                self._end_trace(step, None, None, outcome.duration, None, change)
                 self._finished("success", None, attempt, now - started)
                 return Final(outcome.value, None)
             delay = self._next_delay(
                 failure, attempt, replayable, previous_delay, now, deadline, breaker
             )
+            scheduled = None if delay is None else (delay, failure.kind)
+            self._end_trace(step, outcome.error, failure, outcome.duration, scheduled, change)
             if delay is None:
                 break
             self._emit("retry_scheduled", policy.service, self.client, attempt, delay, failure.kind)
@@ -243,6 +273,27 @@ class Engine:
         if self.budget is not None and not self.budget.try_withdraw(now):
             return None
         return delay
+
+    def _end_trace(
+        self,
+        step: Attempt,
+        error: BaseException | None,
+        failure: Failure | None,
+        duration: float,
+        retry: tuple[float, FailureKind] | None,
+        change: StateChange | None,
+    ) -> None:
+        if step.trace is None or self.telemetry is None:
+            return
+        finish_attempt(
+            self.telemetry,
+            step.trace,
+            error=error,
+            failure=failure,
+            duration=duration,
+            retry=retry,
+            change=change,
+        )
 
     # -- endings -----------------------------------------------------------------------------
     def _rejected(
@@ -356,8 +407,10 @@ class Engine:
             payload=description.payload,
             metadata=description.metadata or {},
         )
-        queue.put(letter)
+        dropped = queue.put(letter)
         self._emit("dead_lettered", letter)
+        if dropped is not None:
+            self._emit("dead_letter_dropped", dropped.service)
 
     def _emit(self, hook: str, *args: Any) -> None:
         for observer in self.observers:

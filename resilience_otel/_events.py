@@ -48,5 +48,8 @@ class Observer:
     def dead_lettered(self, letter: DeadLetter) -> None:
         """``letter`` was put in the dead-letter queue."""
 
+    def dead_letter_dropped(self, service: str) -> None:
+        """A full dead-letter queue dropped an entry of ``service`` to make room."""
+
     def state_changed(self, service: str, change: StateChange) -> None:
         """A breaker of ``service`` changed state."""

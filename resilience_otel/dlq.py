@@ -83,8 +83,12 @@ class ReplayResult:
 class DeadLetterQueue(Protocol):
     """Where failed calls go. Implementations must be thread-safe and bounded."""
 
-    def put(self, letter: DeadLetter) -> None:
-        """Store ``letter``; when full, drop (and count) rather than block or grow."""
+    def put(self, letter: DeadLetter) -> DeadLetter | None:
+        """Store ``letter``; when full, drop an entry rather than block or grow.
+
+        Returns:
+            The entry dropped to make room (it is counted in metrics), or ``None``.
+        """
 
     def replay(self, handler: Callable[[DeadLetter], object]) -> ReplayResult:
         """Run ``handler`` on each entry; remove those it handled without raising."""
@@ -114,8 +118,8 @@ class InMemoryDeadLetterQueue:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def put(self, letter: DeadLetter) -> None:
-        """Append ``letter`` with a fresh id; drop the oldest entry when full."""
+    def put(self, letter: DeadLetter) -> DeadLetter | None:
+        """Append ``letter`` with a fresh id; drop (and return) the oldest entry when full."""
         dropped: DeadLetter | None = None
         with self._lock:
             self._next_id += 1
@@ -126,6 +130,7 @@ class InMemoryDeadLetterQueue:
             self._entries.append(stored)
         if dropped is not None and self._on_drop is not None:
             self._on_drop(dropped)
+        return dropped
 
     def entries(self) -> list[DeadLetter]:
         """A snapshot of the entries, oldest first."""

@@ -23,13 +23,23 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import httpx
+from opentelemetry import context
 
 from ._classify import ErrorClass, Failure, FailureKind, classify_exception
 from ._clock import SYSTEM_CLOCK, Clock
 from ._engine import Attempt, CallDescription, Engine, Flow, run_async, run_sync
 from ._exceptions import CircuitOpenError, mix_with
+from ._http_telemetry import (
+    InstrumentationAwareMethod,
+    adopt_current_span,
+    note_response,
+    start_attempt_span,
+    suppressed_http,
+)
 from ._redact import redact_url
 from ._retry import parse_retry_after
+from ._semconv import RESILIENCE_ERROR_CLASS
+from ._telemetry import instrumentation_suppressed
 
 if TYPE_CHECKING:
     import random
@@ -163,6 +173,8 @@ class _Shell:
         keep_payload: bool,
         read_body: bool,
         observers: Sequence[Observer],
+        tracer_provider: Any,
+        meter_provider: Any,
         clock: Clock,
         rng: random.Random | None,
     ) -> None:
@@ -176,8 +188,14 @@ class _Shell:
             observers=observers,
             describe_value=_describe_response,
             reject_as=_reject_as_transport_error,
+            tracer_provider=tracer_provider,
+            meter_provider=meter_provider,
         )
-        self.breaker = breaker or self.engine.new_breaker(policy.service)
+        self.service = policy.service
+        if breaker is None:
+            self.breaker = self.engine.new_breaker(policy.service)
+        else:
+            self.breaker = self.engine.adopt_breaker(breaker)
         self.per_host = per_host
         self.max_hosts = max_hosts
         self.keep_payload = keep_payload
@@ -228,6 +246,17 @@ class _Shell:
         if step.timeout is not None:
             request.extensions["timeout"] = _capped_timeouts(original, max(step.timeout, 0.0))
 
+    def label_borrowed(
+        self, step: Attempt, response: httpx.Response | None, error: Exception | None
+    ) -> None:
+        """Classify an attempt traced by opentelemetry-instrumentation-httpx onto its span."""
+        trace_ = step.trace
+        if trace_ is None or not trace_.span.is_recording():
+            return
+        failure = self.engine.classify(response, error)
+        if failure is not None:
+            trace_.span.set_attribute(RESILIENCE_ERROR_CLASS, failure.error_class.value)
+
     def rebuilt(
         self, response: httpx.Response, request: httpx.Request, body: bytes
     ) -> httpx.Response:
@@ -247,9 +276,7 @@ def _call_timed_out(request: httpx.Request, step: Attempt) -> httpx.ReadTimeout:
     )
 
 
-class ResilientTransport(httpx.BaseTransport):
-    """A sync httpx transport adding a circuit breaker, safe retries, timeouts and dead letters.
-
+_ARGS_DOC = """
     Args:
         transport: the transport to wrap (default ``httpx.HTTPTransport()``).
         policy: the upstream's policy.
@@ -264,9 +291,17 @@ class ResilientTransport(httpx.BaseTransport):
             stalled download is retried and ``call_timeout`` covers the whole response.
             Turn off for large streamed downloads.
         observers: receive call events (telemetry, health).
+        tracer_provider / meter_provider: OTel providers (default: the global ones).
         clock: time source; ``resilience_otel.testing.FakeClock`` makes retries instant.
         rng: random source for jitter.
-    """
+"""
+
+
+class ResilientTransport(httpx.BaseTransport):
+    __doc__ = (
+        "A sync httpx transport adding a circuit breaker, safe retries, timeouts and dead\n"
+        "    letters.\n" + _ARGS_DOC
+    )
 
     def __init__(
         self,
@@ -281,14 +316,18 @@ class ResilientTransport(httpx.BaseTransport):
         keep_payload: bool = False,
         read_body: bool = True,
         observers: Iterable[Observer] = (),
+        tracer_provider: Any = None,
+        meter_provider: Any = None,
         clock: Clock = SYSTEM_CLOCK,
         rng: random.Random | None = None,
     ) -> None:
         self._transport = transport if transport is not None else httpx.HTTPTransport()
+        self._otel_attempt_wrapper: Callable[..., Any] | None = None
         self._shell = _Shell(
             policy, classifier=classifier, breaker=breaker, per_host=per_host, max_hosts=max_hosts,
             dead_letters=dead_letters, keep_payload=keep_payload, read_body=read_body,
-            observers=tuple(observers), clock=clock, rng=rng,
+            observers=tuple(observers), tracer_provider=tracer_provider,
+            meter_provider=meter_provider, clock=clock, rng=rng,
         )  # fmt: skip
 
     @property
@@ -300,14 +339,47 @@ class ResilientTransport(httpx.BaseTransport):
         """Every breaker in use: the policy's, then one per host when ``per_host``."""
         return self._shell.breakers()
 
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
+    def _handle_request(self, request: httpx.Request) -> httpx.Response:
         shell = self._shell
         send = partial(self._send, request, request.extensions.get("timeout"))
         return run_sync(shell.flow(request), send, httpx.Response.close, shell.engine.clock)
 
+    handle_request = InstrumentationAwareMethod("_handle_request")
+
     def _send(self, request: httpx.Request, original_timeout: Any, step: Attempt) -> httpx.Response:
         shell = self._shell
         shell.prepare(request, original_timeout, step)
+        telemetry = shell.engine.telemetry
+        if telemetry is None or instrumentation_suppressed():
+            return self._exchange(request, step)
+        wrapper = self._otel_attempt_wrapper
+        if wrapper is not None:
+            borrowed = partial(self._exchange_in_their_span, step)
+            response: httpx.Response = wrapper(borrowed, self._transport, (request,), {})
+            return response
+        token = start_attempt_span(telemetry, request, step, shell.service)
+        try:
+            response = self._exchange(request, step)
+        finally:
+            context.detach(token)
+        note_response(step, response)
+        return response
+
+    def _exchange_in_their_span(self, step: Attempt, request: httpx.Request) -> httpx.Response:
+        adopt_current_span(step, self._shell.service)
+        token = suppressed_http()
+        try:
+            response = self._exchange(request, step)
+        except Exception as exc:
+            self._shell.label_borrowed(step, None, exc)
+            raise
+        finally:
+            context.detach(token)
+        self._shell.label_borrowed(step, response, None)
+        return response
+
+    def _exchange(self, request: httpx.Request, step: Attempt) -> httpx.Response:
+        shell = self._shell
         response = self._transport.handle_request(request)
         if not shell.read_body:
             return response
@@ -328,11 +400,11 @@ class ResilientTransport(httpx.BaseTransport):
 
 
 class AsyncResilientTransport(httpx.AsyncBaseTransport):
-    """The asyncio twin of :class:`ResilientTransport`; same arguments.
-
-    ``call_timeout`` cancels the attempt (``asyncio.timeout``) and surfaces as
-    ``httpx.ReadTimeout``; cancelling the calling task propagates at once.
-    """
+    __doc__ = (
+        "The asyncio twin of :class:`ResilientTransport`. ``call_timeout`` cancels the attempt\n"
+        "    (``asyncio.timeout``) and surfaces as ``httpx.ReadTimeout``; cancelling the calling\n"
+        "    task propagates at once.\n" + _ARGS_DOC
+    )
 
     def __init__(
         self,
@@ -347,14 +419,18 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
         keep_payload: bool = False,
         read_body: bool = True,
         observers: Iterable[Observer] = (),
+        tracer_provider: Any = None,
+        meter_provider: Any = None,
         clock: Clock = SYSTEM_CLOCK,
         rng: random.Random | None = None,
     ) -> None:
         self._transport = transport if transport is not None else httpx.AsyncHTTPTransport()
+        self._otel_attempt_wrapper: Callable[..., Any] | None = None
         self._shell = _Shell(
             policy, classifier=classifier, breaker=breaker, per_host=per_host, max_hosts=max_hosts,
             dead_letters=dead_letters, keep_payload=keep_payload, read_body=read_body,
-            observers=tuple(observers), clock=clock, rng=rng,
+            observers=tuple(observers), tracer_provider=tracer_provider,
+            meter_provider=meter_provider, clock=clock, rng=rng,
         )  # fmt: skip
 
     @property
@@ -366,7 +442,7 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
         """Every breaker in use: the policy's, then one per host when ``per_host``."""
         return self._shell.breakers()
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    async def _handle_async_request(self, request: httpx.Request) -> httpx.Response:
         shell = self._shell
         send = partial(self._send, request, request.extensions.get("timeout"))
         response: httpx.Response = await run_async(
@@ -374,26 +450,59 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
         )
         return response
 
+    handle_async_request = InstrumentationAwareMethod("_handle_async_request")
+
     async def _send(
         self, request: httpx.Request, original_timeout: Any, step: Attempt
     ) -> httpx.Response:
+        shell = self._shell
+        shell.prepare(request, original_timeout, step)
         if step.timeout is None:
-            return await self._send_once(request, original_timeout, step)
+            return await self._traced(request, step)
         try:
             async with asyncio.timeout(step.timeout) as scope:
-                return await self._send_once(request, original_timeout, step)
+                return await self._traced(request, step)
         except TimeoutError as exc:
             if scope.expired():
                 raise _call_timed_out(request, step) from exc
             raise
 
-    async def _send_once(
-        self, request: httpx.Request, original_timeout: Any, step: Attempt
-    ) -> httpx.Response:
+    async def _traced(self, request: httpx.Request, step: Attempt) -> httpx.Response:
         shell = self._shell
-        shell.prepare(request, original_timeout, step)
+        telemetry = shell.engine.telemetry
+        if telemetry is None or instrumentation_suppressed():
+            return await self._exchange(request, step)
+        wrapper = self._otel_attempt_wrapper
+        if wrapper is not None:
+            borrowed = partial(self._exchange_in_their_span, step)
+            response: httpx.Response = await wrapper(borrowed, self._transport, (request,), {})
+            return response
+        token = start_attempt_span(telemetry, request, step, shell.service)
+        try:
+            response = await self._exchange(request, step)
+        finally:
+            context.detach(token)
+        note_response(step, response)
+        return response
+
+    async def _exchange_in_their_span(
+        self, step: Attempt, request: httpx.Request
+    ) -> httpx.Response:
+        adopt_current_span(step, self._shell.service)
+        token = suppressed_http()
+        try:
+            response = await self._exchange(request, step)
+        except Exception as exc:
+            self._shell.label_borrowed(step, None, exc)
+            raise
+        finally:
+            context.detach(token)
+        self._shell.label_borrowed(step, response, None)
+        return response
+
+    async def _exchange(self, request: httpx.Request, step: Attempt) -> httpx.Response:
         response = await self._transport.handle_async_request(request)
-        if not shell.read_body:
+        if not self._shell.read_body:
             return response
         chunks: list[bytes] = []
         try:
@@ -401,7 +510,7 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
                 chunks.append(chunk)
         finally:
             await response.aclose()
-        return shell.rebuilt(response, request, b"".join(chunks))
+        return self._shell.rebuilt(response, request, b"".join(chunks))
 
     async def aclose(self) -> None:
         await self._transport.aclose()

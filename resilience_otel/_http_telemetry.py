@@ -1,0 +1,175 @@
+"""HTTP attempt spans, and cooperation with opentelemetry-instrumentation-httpx.
+
+Exactly one CLIENT span per physical attempt, whichever way the user enabled tracing:
+
+- our transport alone: we start the attempt span, make it current, inject ``traceparent``
+  and call the inner transport with HTTP instrumentation suppressed;
+- ``HTTPXClientInstrumentor().instrument()`` (patches ``httpx.HTTPTransport``): the same
+  suppression keeps it from adding a second span under ours;
+- ``HTTPXClientInstrumentor.instrument_client(client)`` (wraps *our* ``handle_request``):
+  :class:`InstrumentationAwareMethod` catches that wrapper and applies it around each
+  attempt instead of around the whole call, so its span is the attempt span and we only add
+  our attributes to it.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import httpx
+from opentelemetry import context, propagate, trace
+
+from . import _semconv as sc
+from ._redact import redact_url
+from ._telemetry import SUPPRESS_HTTP_INSTRUMENTATION_KEY, AttemptTrace, Telemetry, start_span
+
+if TYPE_CHECKING:
+    from contextvars import Token
+
+    from opentelemetry.context import Context
+
+    from ._engine import Attempt
+
+__all__ = ["InstrumentationAwareMethod", "start_attempt_span", "suppressed_http"]
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _attempt_attributes(request: httpx.Request, step: Attempt, service: str) -> dict[str, Any]:
+    url = request.url
+    method = request.method
+    known = method in sc.HTTP_METHODS
+    attributes: dict[str, Any] = {
+        sc.HTTP_REQUEST_METHOD: method if known else "_OTHER",
+        sc.SERVER_ADDRESS: url.host,
+        sc.SERVER_PORT: url.port or _DEFAULT_PORTS.get(url.scheme, 0),
+        sc.URL_FULL: redact_url(str(url)),
+        sc.URL_SCHEME: url.scheme,
+        sc.RESILIENCE_SERVICE: service,
+        sc.RESILIENCE_ATTEMPT: step.number,
+        sc.RESILIENCE_BREAKER_STATE: step.breaker_state.value,
+    }
+    if not known:
+        attributes[sc.HTTP_REQUEST_METHOD_ORIGINAL] = method
+    if step.number > 1:
+        attributes[sc.HTTP_REQUEST_RESEND_COUNT] = step.number - 1
+    return attributes
+
+
+def _metric_attributes(span_attributes: dict[str, Any]) -> dict[str, Any]:
+    return {
+        key: span_attributes[key]
+        for key in (sc.HTTP_REQUEST_METHOD, sc.SERVER_ADDRESS, sc.SERVER_PORT, sc.URL_SCHEME)
+    }
+
+
+def start_attempt_span(
+    telemetry: Telemetry, request: httpx.Request, step: Attempt, service: str
+) -> Token[Context]:
+    """Start the attempt's span, make it current with HTTP instrumentation suppressed, and
+    inject the trace context into the request headers.
+
+    Returns:
+        The context token to hand to ``opentelemetry.context.detach`` after the attempt.
+    """
+    attributes = _attempt_attributes(request, step, service)
+    name = request.method if request.method in sc.HTTP_METHODS else "HTTP"
+    span = start_span(telemetry, name, attributes)
+    step.trace = AttemptTrace(span, _metric_attributes(attributes), owned=True)
+    ctx = trace.set_span_in_context(span)
+    ctx = context.set_value(SUPPRESS_HTTP_INSTRUMENTATION_KEY, True, ctx)
+    propagate.inject(request.headers, context=ctx)
+    return context.attach(ctx)
+
+
+def note_response(step: Attempt, response: httpx.Response) -> None:
+    """Put the status code on the attempt's span and duration metric."""
+    trace_ = step.trace
+    if trace_ is None:
+        return
+    if trace_.metric_attributes is not None:
+        trace_.metric_attributes[sc.HTTP_RESPONSE_STATUS_CODE] = response.status_code
+    if trace_.span.is_recording():
+        trace_.span.set_attribute(sc.HTTP_RESPONSE_STATUS_CODE, response.status_code)
+
+
+def adopt_current_span(step: Attempt, service: str) -> None:
+    """Inside a span opentelemetry-instrumentation-httpx started for this attempt: add our
+    attributes to it; it stays theirs to end (and they record the duration metric)."""
+    span = trace.get_current_span()
+    step.trace = AttemptTrace(span, None, owned=False)
+    if span.is_recording():
+        span.set_attributes(
+            {
+                sc.RESILIENCE_SERVICE: service,
+                sc.RESILIENCE_ATTEMPT: step.number,
+                sc.RESILIENCE_BREAKER_STATE: step.breaker_state.value,
+            }
+        )
+        if step.number > 1:
+            span.set_attribute(sc.HTTP_REQUEST_RESEND_COUNT, step.number - 1)
+
+
+def suppressed_http() -> Token[Context]:
+    """Attach a context that keeps HTTP instrumentations quiet; returns the token."""
+    return context.attach(context.set_value(SUPPRESS_HTTP_INSTRUMENTATION_KEY, True))
+
+
+def _is_httpx_instrumentation(wrapper: object) -> bool:
+    function = getattr(wrapper, "func", wrapper)  # instrument_client passes a partial
+    module = getattr(function, "__module__", "") or ""
+    return module.startswith("opentelemetry.instrumentation.httpx")
+
+
+@functools.cache
+def _passthrough_type() -> type[Any]:
+    import wrapt  # present whenever an OTel instrumentation could have wrapped us
+
+    class Passthrough(wrapt.ObjectProxy):  # type: ignore[type-arg]
+        """Looks wrapped to ``unwrap`` of the OTel instrumentations; calls straight through."""
+
+        def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            return self.__wrapped__(*args, **kwargs)
+
+    return Passthrough
+
+
+class InstrumentationAwareMethod:
+    """A data descriptor standing in for ``handle_request`` / ``handle_async_request``.
+
+    Reading it gives the real method. When opentelemetry-instrumentation-httpx's
+    ``instrument_client`` assigns its wrapper, the wrapper is kept for per-attempt use and
+    reads return a pass-through proxy (so ``uninstrument_client`` can unwrap it). Any other
+    assigned value is honoured as a normal instance attribute would be.
+    """
+
+    def __init__(self, real: str) -> None:
+        self.real = real
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, objtype: type | None = None) -> Any:
+        if obj is None:
+            return getattr(objtype, self.real)
+        patched = obj.__dict__.get(self.name)
+        return patched if patched is not None else getattr(obj, self.real)
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        real: Callable[..., Any] = getattr(obj, self.real)
+        wrapper = getattr(value, "_self_wrapper", None)
+        if wrapper is not None and _is_httpx_instrumentation(wrapper):
+            obj._otel_attempt_wrapper = wrapper
+            obj.__dict__[self.name] = _passthrough_type()(real)
+        elif getattr(value, "__func__", None) is getattr(real, "__func__", None):
+            obj.__dict__.pop(self.name, None)  # unwrapped: back to the plain method
+            obj._otel_attempt_wrapper = None
+        else:
+            obj.__dict__[self.name] = value
+
+    def __delete__(self, obj: Any) -> None:
+        obj.__dict__.pop(self.name, None)
+        obj._otel_attempt_wrapper = None

@@ -1,0 +1,257 @@
+"""OpenTelemetry emission: attempt spans, span events and the resilience metrics.
+
+Only the OTel API is used here; with no SDK configured every call lands on the API's no-op
+implementations. Instruments are created once per (tracer provider, meter provider) pair.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import weakref
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import context, metrics, trace
+from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+
+from . import _semconv as sc
+from ._events import Observer
+
+if TYPE_CHECKING:
+    from ._breaker import CircuitBreaker, StateChange
+    from ._classify import ErrorClass, Failure, FailureKind
+    from .dlq import DeadLetter
+
+__all__ = ["AttemptTrace", "MetricsObserver", "Telemetry", "instrumentation_suppressed"]
+
+# The keys the OTel contrib instrumentations read to stay quiet (opentelemetry.context).
+SUPPRESS_INSTRUMENTATION_KEY: str = context._SUPPRESS_INSTRUMENTATION_KEY
+SUPPRESS_HTTP_INSTRUMENTATION_KEY: str = context._SUPPRESS_HTTP_INSTRUMENTATION_KEY
+
+_VERSION = "0.1.0"
+
+
+def instrumentation_suppressed() -> bool:
+    """Whether the caller asked OTel instrumentations to stay quiet."""
+    return bool(context.get_value(SUPPRESS_INSTRUMENTATION_KEY))
+
+
+class AttemptTrace:
+    """The span of one attempt and what its duration metric will be labelled with."""
+
+    __slots__ = ("metric_attributes", "owned", "span")
+
+    def __init__(self, span: Span, metric_attributes: dict[str, Any] | None, owned: bool) -> None:
+        self.span = span
+        self.metric_attributes = metric_attributes
+        # Owned spans are ended by us; borrowed ones (opentelemetry-instrumentation-httpx
+        # created them) are ended by their creator.
+        self.owned = owned
+
+
+class Telemetry:
+    """A tracer plus every resilience instrument, for one provider pair.
+
+    Use :meth:`get`, which caches per provider pair, rather than the constructor.
+    """
+
+    def __init__(self, tracer_provider: Any = None, meter_provider: Any = None) -> None:
+        self.tracer = trace.get_tracer(sc.SCOPE_NAME, _VERSION, tracer_provider)
+        meter = metrics.get_meter(sc.SCOPE_NAME, _VERSION, meter_provider)
+        self.calls = meter.create_counter(sc.CALLS[0], sc.CALLS[1], sc.CALLS[2])
+        self.call_duration = meter.create_histogram(
+            sc.CALL_DURATION[0],
+            sc.CALL_DURATION[1],
+            sc.CALL_DURATION[2],
+            explicit_bucket_boundaries_advisory=sc.CALL_DURATION_BUCKETS,
+        )
+        self.retries = meter.create_counter(*sc.RETRIES)
+        self.retries_exhausted = meter.create_counter(*sc.RETRIES_EXHAUSTED)
+        self.transitions = meter.create_counter(*sc.BREAKER_TRANSITIONS)
+        self.dead_letters = meter.create_counter(*sc.DEAD_LETTERS)
+        self.dead_letters_dropped = meter.create_counter(*sc.DEAD_LETTERS_DROPPED)
+        self.http_duration = meter.create_histogram(
+            sc.HTTP_CLIENT_REQUEST_DURATION[0],
+            sc.HTTP_CLIENT_REQUEST_DURATION[1],
+            sc.HTTP_CLIENT_REQUEST_DURATION[2],
+            explicit_bucket_boundaries_advisory=sc.HTTP_DURATION_BUCKETS,
+        )
+        self._breakers: list[tuple[str, weakref.ref[CircuitBreaker]]] = []
+        self._lock = threading.Lock()
+        meter.create_observable_gauge(
+            sc.BREAKER_STATE[0],
+            callbacks=[self._observe_breakers],
+            unit=sc.BREAKER_STATE[1],
+            description=sc.BREAKER_STATE[2],
+        )
+
+    @staticmethod
+    @functools.lru_cache(maxsize=32)
+    def get(tracer_provider: Any = None, meter_provider: Any = None) -> Telemetry:
+        """The shared :class:`Telemetry` of a provider pair (``None``: the global providers)."""
+        return Telemetry(tracer_provider, meter_provider)
+
+    def watch_breaker(self, service: str, breaker: CircuitBreaker) -> None:
+        """Report ``breaker``'s state in the state gauge for as long as it lives."""
+        with self._lock:
+            self._breakers = [(s, r) for s, r in self._breakers if r() is not None]
+            self._breakers.append((service, weakref.ref(breaker)))
+
+    def _observe_breakers(self, options: CallbackOptions) -> Iterable[Observation]:
+        counts: dict[str, dict[str, int]] = {}
+        with self._lock:
+            alive = [(s, r()) for s, r in self._breakers]
+        for service, breaker in alive:
+            if breaker is None:
+                continue
+            per_state = counts.setdefault(service, dict.fromkeys(sc.BREAKER_STATE_VALUES, 0))
+            per_state[breaker.state.value] += 1
+        return list(_state_observations(counts))
+
+
+def _state_observations(counts: dict[str, dict[str, int]]) -> Iterator[Observation]:
+    for service, per_state in counts.items():
+        for state, value in per_state.items():
+            yield Observation(value, {sc.SERVICE: service, sc.STATE: state})
+
+
+class MetricsObserver(Observer):
+    """Turns engine events into the resilience metrics and span events."""
+
+    def __init__(self, telemetry: Telemetry) -> None:
+        self.telemetry = telemetry
+        self._attributes: dict[tuple[str, ...], dict[str, str]] = {}
+
+    def _attrs(self, *pairs: str) -> dict[str, str]:
+        # Label sets are few and fixed; build each dict once.
+        cached = self._attributes.get(pairs)
+        if cached is None:
+            cached = dict(zip(pairs[::2], pairs[1::2], strict=True))
+            if len(self._attributes) < 4096:
+                self._attributes[pairs] = cached
+        return cached
+
+    def call_finished(
+        self,
+        service: str,
+        client: str,
+        outcome: str,
+        error_class: ErrorClass | None,
+        attempts: int,
+        duration: float,
+    ) -> None:
+        klass = "none" if error_class is None else error_class.value
+        t = self.telemetry
+        t.calls.add(
+            1,
+            self._attrs(
+                sc.SERVICE, service, sc.CLIENT, client, sc.OUTCOME, outcome, sc.ERROR_CLASS, klass
+            ),
+        )
+        t.call_duration.record(
+            duration, self._attrs(sc.SERVICE, service, sc.CLIENT, client, sc.OUTCOME, outcome)
+        )
+
+    def retry_scheduled(
+        self, service: str, client: str, attempt: int, delay: float, reason: FailureKind
+    ) -> None:
+        self.telemetry.retries.add(
+            1, self._attrs(sc.SERVICE, service, sc.CLIENT, client, sc.REASON, reason.value)
+        )
+
+    def retries_exhausted(self, service: str, client: str, attempts: int) -> None:
+        self.telemetry.retries_exhausted.add(1, self._attrs(sc.SERVICE, service, sc.CLIENT, client))
+
+    def call_rejected(self, service: str, client: str, retry_after: float) -> None:
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.add_event(
+                sc.EVENT_REJECTED,
+                {sc.RESILIENCE_SERVICE: service, sc.RESILIENCE_RETRY_AFTER: retry_after},
+            )
+
+    def dead_lettered(self, letter: DeadLetter) -> None:
+        self.telemetry.dead_letters.add(
+            1, self._attrs(sc.SERVICE, letter.service, sc.REASON, letter.reason.value)
+        )
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.add_event(
+                sc.EVENT_DEAD_LETTER,
+                {
+                    sc.RESILIENCE_SERVICE: letter.service,
+                    sc.RESILIENCE_DEAD_LETTER_REASON: letter.reason.value,
+                },
+            )
+
+    def dead_letter_dropped(self, service: str) -> None:
+        self.telemetry.dead_letters_dropped.add(1, self._attrs(sc.SERVICE, service))
+
+    def state_changed(self, service: str, change: StateChange) -> None:
+        self.telemetry.transitions.add(
+            1,
+            self._attrs(
+                sc.SERVICE,
+                service,
+                sc.FROM_STATE,
+                change.from_state.value,
+                sc.TO_STATE,
+                change.to_state.value,
+            ),
+        )
+
+
+def finish_attempt(
+    telemetry: Telemetry,
+    trace_: AttemptTrace,
+    *,
+    error: BaseException | None,
+    failure: Failure | None,
+    duration: float,
+    retry: tuple[float, FailureKind] | None,
+    change: StateChange | None,
+) -> None:
+    """Label, annotate and end an attempt span; record the HTTP duration metric.
+
+    ``change`` is the breaker transition this attempt's outcome caused, if any.
+    """
+    span = trace_.span
+    attrs = trace_.metric_attributes
+    if failure is not None and attrs is not None:
+        attrs[sc.ERROR_TYPE] = failure.error_type
+    if attrs is not None:
+        telemetry.http_duration.record(duration, attrs)
+    if not span.is_recording():
+        return
+    if failure is not None:
+        span.set_attribute(sc.RESILIENCE_ERROR_CLASS, failure.error_class.value)
+        span.set_attribute(sc.ERROR_TYPE, failure.error_type)
+        if error is not None:
+            span.record_exception(error)
+        span.set_status(
+            Status(StatusCode.ERROR, failure.error_type if error is None else type(error).__name__)
+        )
+        if failure.error_class.value == "critical":
+            span.add_event(sc.EVENT_CRITICAL, {sc.ERROR_TYPE: failure.error_type})
+        if retry is not None:
+            span.add_event(
+                sc.EVENT_RETRY,
+                {sc.RESILIENCE_RETRY_DELAY: retry[0], sc.RESILIENCE_RETRY_REASON: retry[1].value},
+            )
+    if change is not None:
+        span.add_event(
+            sc.EVENT_STATE_CHANGE,
+            {
+                sc.RESILIENCE_FROM_STATE: change.from_state.value,
+                sc.RESILIENCE_TO_STATE: change.to_state.value,
+            },
+        )
+    if trace_.owned:
+        span.end()
+
+
+def start_span(telemetry: Telemetry, name: str, attributes: dict[str, Any]) -> Span:
+    """Start a CLIENT span (not made current)."""
+    return telemetry.tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes)
