@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 APT_GET := DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: install services lint typecheck test test-fast demo bench clean
+.PHONY: install debs services lint typecheck test test-fast demo bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ is required (set PYTHON=...)"; exit 1; }
@@ -17,6 +17,14 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# promtool checks the exposition and the alert rules; Prometheus and Alertmanager run in the
+# end-to-end tests and the demo.
+debs:
+	@if ! command -v promtool >/dev/null || ! command -v prometheus-alertmanager >/dev/null; then \
+		echo "installing prometheus and prometheus-alertmanager (Debian packages)"; \
+		$(APT_GET) update -qq && $(APT_GET) install -y -qq --no-install-recommends prometheus prometheus-alertmanager >/dev/null; \
+	fi
 
 # Redis and PostgreSQL on 127.0.0.1 (the integration tests use them); installed and started
 # only when missing.
@@ -42,7 +50,7 @@ lint: install
 typecheck: install
 	$(VENV)/bin/mypy --strict resilience_otel
 
-test: install services lint typecheck
+test: install debs services lint typecheck
 	$(VENV)/bin/pytest
 
 test-fast: install

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import random
+import uuid
 from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -406,6 +407,7 @@ class Engine:
             trace_id=format(span_context.trace_id, "032x") if span_context.is_valid else None,
             payload=description.payload,
             metadata=description.metadata or {},
+            id=uuid.uuid4().hex,
         )
         dropped = queue.put(letter)
         self._emit("dead_lettered", letter)

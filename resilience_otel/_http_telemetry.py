@@ -95,12 +95,17 @@ def note_response(step: Attempt, response: httpx.Response) -> None:
         trace_.span.set_attribute(sc.HTTP_RESPONSE_STATUS_CODE, response.status_code)
 
 
-def adopt_current_span(step: Attempt, service: str) -> None:
+def adopt_current_span(step: Attempt, service: str, request: httpx.Request) -> None:
     """Inside a span opentelemetry-instrumentation-httpx started for this attempt: add our
     attributes to it; it stays theirs to end (and they record the duration metric)."""
     span = trace.get_current_span()
     step.trace = AttemptTrace(span, None, owned=False)
     if span.is_recording():
+        # Their URL redaction knows fewer sensitive query keys than ours: overwrite it.
+        existing = getattr(span, "attributes", None) or {}
+        for key in ("url.full", "http.url"):
+            if key in existing:
+                span.set_attribute(key, redact_url(str(request.url)))
         span.set_attributes(
             {
                 sc.RESILIENCE_SERVICE: service,

@@ -78,4 +78,11 @@ def redact_text(text: str) -> str:
     """Redact every URL found in free text (exception messages may quote them)."""
     if "://" not in text:
         return text
-    return _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text)
+    return _URL_IN_TEXT.sub(_redact_match, text)
+
+
+def _redact_match(match: re.Match[str]) -> str:
+    # Sentence punctuation right after a URL belongs to the sentence, not the URL.
+    url = match.group(0)
+    stripped = url.rstrip(".,:;!?)]}")
+    return redact_url(stripped) + url[len(stripped) :]

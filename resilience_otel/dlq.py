@@ -52,7 +52,7 @@ class DeadLetter:
         trace_id: the active trace's id (32 hex digits) when there was one.
         payload: the request body, only when the client was asked to keep it.
         metadata: small string facts the client adds (method, status code, ...).
-        id: an identifier assigned by the queue.
+        id: a unique identifier (assigned when recorded, or by the queue if empty).
     """
 
     service: str
@@ -119,11 +119,11 @@ class InMemoryDeadLetterQueue:
         return len(self._entries)
 
     def put(self, letter: DeadLetter) -> DeadLetter | None:
-        """Append ``letter`` with a fresh id; drop (and return) the oldest entry when full."""
+        """Append ``letter`` (numbered if it has no id); drop and return the oldest when full."""
         dropped: DeadLetter | None = None
         with self._lock:
             self._next_id += 1
-            stored = _with_id(letter, str(self._next_id))
+            stored = letter if letter.id else _with_id(letter, str(self._next_id))
             if len(self._entries) >= self.maxlen:
                 dropped = self._entries.popleft()
                 self.dropped += 1

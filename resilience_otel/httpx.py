@@ -86,7 +86,7 @@ _NOT_SENT: tuple[type[Exception], ...] = (
 )
 
 
-def _status_failure(response: httpx.Response) -> Failure | None:
+def _status_failure(response: httpx.Response, wall_clock: Callable[[], float]) -> Failure | None:
     status = response.status_code
     if status < 400:
         return None
@@ -95,7 +95,7 @@ def _status_failure(response: httpx.Response) -> Failure | None:
         return known
     error_type = str(status)
     if status in (429, 503):
-        retry_after = parse_retry_after(response.headers.get("retry-after"), time.time())
+        retry_after = parse_retry_after(response.headers.get("retry-after"), wall_clock())
         kind = FailureKind.RATE_LIMITED if status == 429 else FailureKind.SERVER_ERROR
         return Failure(_T, kind, retry_after=retry_after, error_type=error_type)
     if status < 500:
@@ -103,7 +103,12 @@ def _status_failure(response: httpx.Response) -> Failure | None:
     return Failure(_T, FailureKind.SERVER_ERROR, error_type=error_type)
 
 
-def classify_http(response: httpx.Response | None, error: Exception | None) -> Failure | None:
+def classify_http(
+    response: httpx.Response | None,
+    error: Exception | None,
+    *,
+    wall_clock: Callable[[], float] = time.time,
+) -> Failure | None:
     """The default httpx classifier.
 
     Responses: below 400 succeed; 408, 429, 500, 502, 503, 504 (and unknown 5xx) are
@@ -114,7 +119,7 @@ def classify_http(response: httpx.Response | None, error: Exception | None) -> F
     """
     if error is None:
         assert response is not None
-        return _status_failure(response)
+        return _status_failure(response, wall_clock)
     critical = classify_exception(error)
     if critical is not None:
         return critical
@@ -181,7 +186,7 @@ class _Shell:
         self.engine = Engine(
             policy,
             client="http",
-            classify=classifier or classify_http,
+            classify=classifier or partial(classify_http, wall_clock=clock.time),
             clock=clock,
             rng=rng,
             dead_letters=dead_letters,
@@ -366,7 +371,7 @@ class ResilientTransport(httpx.BaseTransport):
         return response
 
     def _exchange_in_their_span(self, step: Attempt, request: httpx.Request) -> httpx.Response:
-        adopt_current_span(step, self._shell.service)
+        adopt_current_span(step, self._shell.service, request)
         token = suppressed_http()
         try:
             response = self._exchange(request, step)
@@ -488,7 +493,7 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
     async def _exchange_in_their_span(
         self, step: Attempt, request: httpx.Request
     ) -> httpx.Response:
-        adopt_current_span(step, self._shell.service)
+        adopt_current_span(step, self._shell.service, request)
         token = suppressed_http()
         try:
             response = await self._exchange(request, step)
