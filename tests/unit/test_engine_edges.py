@@ -1,0 +1,77 @@
+"""Engine edge cases that need another actor to change the breaker mid-call."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from resilience_otel import (
+    CircuitOpenError,
+    InMemoryDeadLetterQueue,
+    Jitter,
+    Policy,
+    ResilientTransport,
+    RetriesExhaustedError,
+    RetryConfig,
+)
+from resilience_otel.testing import FakeClock
+
+
+class OpeningClock(FakeClock):
+    """A fake clock whose first sleep lets another actor open the breaker."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.transport: ResilientTransport | None = None
+
+    def sleep(self, seconds: float) -> None:
+        super().sleep(seconds)
+        assert self.transport is not None
+        self.transport.breaker.force_open()
+
+
+def _transport(handler: httpx.MockTransport, clock: OpeningClock) -> ResilientTransport:
+    policy = Policy(
+        service="edge",
+        retry=RetryConfig(max_attempts=3, base_delay=0.1, jitter=Jitter.NONE, budget=None),
+    )
+    transport = ResilientTransport(
+        handler, policy=policy, clock=clock, dead_letters=InMemoryDeadLetterQueue()
+    )
+    clock.transport = transport
+    return transport
+
+
+def test_breaker_opening_during_the_wait_rejects_instead_of_returning_a_closed_response() -> None:
+    """A 503 discarded before the wait is not handed back once the breaker opened meanwhile."""
+    calls: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        return httpx.Response(503)
+
+    clock = OpeningClock()
+    client = httpx.Client(transport=_transport(httpx.MockTransport(handler), clock))
+    with client, pytest.raises(CircuitOpenError) as caught:
+        client.get("http://edge.test/")
+    assert isinstance(caught.value, httpx.TransportError)
+    assert len(calls) == 1
+    assert clock.sleeps == [0.1]
+
+
+def test_breaker_opening_during_the_wait_ends_with_the_last_error_and_true_attempts() -> None:
+    """After an exception, the call ends exhausted and counts only the attempt that ran."""
+    calls: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        raise httpx.ConnectError("refused", request=request)
+
+    clock = OpeningClock()
+    transport = _transport(httpx.MockTransport(handler), clock)
+    client = httpx.Client(transport=transport)
+    with client, pytest.raises(RetriesExhaustedError) as caught:
+        client.get("http://edge.test/")
+    assert isinstance(caught.value, httpx.ConnectError)
+    assert caught.value.attempts == 1
+    assert len(calls) == 1
