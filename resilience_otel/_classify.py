@@ -50,8 +50,9 @@ class Failure:
         error_class: how the failure is treated.
         kind: what kind of failure it was.
         retry_after: seconds the upstream asked us to wait (``Retry-After``), if it did.
-        sent: False only when the request certainly never reached the upstream (connection
-            refused, pool timeout), which makes even non-idempotent requests safe to resend.
+        sent: False only when the request certainly had no effect: it never reached the
+            upstream (connection refused, pool timeout) or the upstream rolled it back
+            (a serialization failure). That makes even non-idempotent requests safe to resend.
         error_type: a short, low-cardinality name of the failure (an exception class name or
             an HTTP status code), used as ``error.type`` in telemetry.
     """

@@ -160,6 +160,12 @@ class RetryOverride:
             "multiplier",
             check_optional_float(name + "multiplier", self.multiplier, 1.0, low_open=False),
         )
+        base, cap = self.base_delay, self.max_delay
+        if base is not None and cap is not None and cap < base:
+            raise ConfigError(
+                f"{name}max_delay must be >= base_delay ({base!r}), got {cap!r}",
+                field=name + "max_delay",
+            )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -294,6 +300,12 @@ class RetryConfig:
                 f"{name}budget must be a RetryBudgetConfig or None, got {self.budget!r}",
                 field=name + "budget",
             )
+        if not isinstance(self.respect_retry_after, bool):
+            raise ConfigError(
+                f"{name}respect_retry_after must be True or False, "
+                f"got {self.respect_retry_after!r}",
+                field=name + "respect_retry_after",
+            )
         _set(self, "by_kind", _coerce_by_kind(self.by_kind))
 
 
@@ -323,7 +335,7 @@ class Policy:
     telemetry: bool = True
 
     def __post_init__(self) -> None:
-        if not isinstance(self.service, str) or not _SERVICE_NAME.match(self.service):
+        if not isinstance(self.service, str) or not _SERVICE_NAME.fullmatch(self.service):
             raise ConfigError(
                 f"Policy.service must start with a letter and hold at most 64 letters, digits, "
                 f"'_', '.' or '-', got {self.service!r}",
@@ -337,6 +349,11 @@ class Policy:
         if not isinstance(self.retry, RetryConfig):
             raise ConfigError(
                 f"Policy.retry must be a RetryConfig, got {self.retry!r}", field="Policy.retry"
+            )
+        if not isinstance(self.telemetry, bool):
+            raise ConfigError(
+                f"Policy.telemetry must be True or False, got {self.telemetry!r}",
+                field="Policy.telemetry",
             )
         try:
             reasons = frozenset(DeadLetterReason(r) for r in self.dead_letter_on)

@@ -164,6 +164,7 @@ class Engine:
         *,
         replayable: bool,
         describe: Callable[[], CallDescription],
+        allow_retry: bool = True,
     ) -> Flow[T]:
         """The retry/breaker loop for one logical call.
 
@@ -173,6 +174,8 @@ class Engine:
                 (idempotent and with a body that can be re-read). Failures that certainly
                 happened before sending are retried either way.
             describe: builds the dead letter's description of the call, if one is needed.
+            allow_retry: ``False`` allows one attempt only, whatever the failure (a statement inside
+                an open transaction cannot be resent on its own).
         """
         policy = self.policy
         retry = policy.retry
@@ -222,8 +225,12 @@ class Engine:
                 self._end_trace(step, None, None, outcome.duration, None, change)
                 self._finished("success", None, attempt, now - started)
                 return Final(outcome.value, None)
-            delay = self._next_delay(
-                failure, attempt, replayable, previous_delay, now, deadline, breaker
+            delay = (
+                self._next_delay(
+                    failure, attempt, replayable, previous_delay, now, deadline, breaker
+                )
+                if allow_retry
+                else None
             )
             scheduled = None if delay is None else (delay, failure.kind)
             self._end_trace(step, outcome.error, failure, outcome.duration, scheduled, change)
@@ -289,6 +296,7 @@ class Engine:
         finish_attempt(
             self.telemetry,
             step.trace,
+            attempt=step.number,
             error=error,
             failure=failure,
             duration=duration,

@@ -74,8 +74,6 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     text = value.strip()
     if not text:
         return None
-    if text.isdigit():
-        return float(int(text))
     try:
         number = float(text)
     except ValueError:

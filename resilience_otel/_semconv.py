@@ -54,6 +54,14 @@ HEALTH_STATUS: Final = (
     "1 for the current health status of a service.",
 )
 HEALTH_SCORE: Final = ("resilience.health.score", "1", "Health score of a service, 0..1.")
+DB_CLIENT_OPERATION_DURATION: Final = (
+    "db.client.operation.duration",
+    "s",
+    "Duration of database client operations (one per logical operation, retries included).",
+)
+DB_DURATION_BUCKETS: Final = (
+    0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0,
+)  # fmt: skip
 HTTP_CLIENT_REQUEST_DURATION: Final = (
     "http.client.request.duration",
     "s",
@@ -80,6 +88,7 @@ PROMETHEUS_NAMES: Final = {
     HEALTH_STATUS[0]: "resilience_health_status",
     HEALTH_SCORE[0]: "resilience_health_score",
     HTTP_CLIENT_REQUEST_DURATION[0]: "http_client_request_duration_seconds",
+    DB_CLIENT_OPERATION_DURATION[0]: "db_client_operation_duration_seconds",
 }
 
 # -- metric attribute keys (Prometheus labels) and their allowed values ----------------------
@@ -131,9 +140,12 @@ RESILIENCE_RETRY_AFTER: Final = "resilience.retry_after"
 RESILIENCE_FROM_STATE: Final = "resilience.breaker.from_state"
 RESILIENCE_TO_STATE: Final = "resilience.breaker.to_state"
 RESILIENCE_DEAD_LETTER_REASON: Final = "resilience.dead_letter.reason"
+DB_OPERATION_BATCH_SIZE: Final = "db.operation.batch.size"
+DB_RESPONSE_STATUS_CODE: Final = "db.response.status_code"
 
 # -- span events ---------------------------------------------------------------------------------
 EVENT_RETRY: Final = "resilience.retry"
+EVENT_ATTEMPT_FAILED: Final = "resilience.attempt_failed"
 EVENT_REJECTED: Final = "resilience.circuit_open"
 EVENT_STATE_CHANGE: Final = "resilience.breaker.state_change"
 EVENT_DEAD_LETTER: Final = "resilience.dead_letter"

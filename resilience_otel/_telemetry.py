@@ -39,16 +39,27 @@ def instrumentation_suppressed() -> bool:
 
 
 class AttemptTrace:
-    """The span of one attempt and what its duration metric will be labelled with."""
+    """The span an attempt reports to, and what its HTTP duration metric is labelled with.
 
-    __slots__ = ("metric_attributes", "owned", "span")
+    ``owned``: the span is this attempt's and ends with it (HTTP). Otherwise someone else
+    ends it: opentelemetry-instrumentation-httpx (its own attempt span), or a database shell
+    whose one span covers the whole operation (``per_call``; failed attempts become events
+    and the shell sets the final status).
+    """
 
-    def __init__(self, span: Span, metric_attributes: dict[str, Any] | None, owned: bool) -> None:
+    __slots__ = ("metric_attributes", "owned", "per_call", "span")
+
+    def __init__(
+        self,
+        span: Span,
+        metric_attributes: dict[str, Any] | None,
+        owned: bool,
+        per_call: bool = False,
+    ) -> None:
         self.span = span
         self.metric_attributes = metric_attributes
-        # Owned spans are ended by us; borrowed ones (opentelemetry-instrumentation-httpx
-        # created them) are ended by their creator.
         self.owned = owned
+        self.per_call = per_call
 
 
 class Telemetry:
@@ -77,6 +88,12 @@ class Telemetry:
             sc.HTTP_CLIENT_REQUEST_DURATION[1],
             sc.HTTP_CLIENT_REQUEST_DURATION[2],
             explicit_bucket_boundaries_advisory=sc.HTTP_DURATION_BUCKETS,
+        )
+        self.db_duration = meter.create_histogram(
+            sc.DB_CLIENT_OPERATION_DURATION[0],
+            sc.DB_CLIENT_OPERATION_DURATION[1],
+            sc.DB_CLIENT_OPERATION_DURATION[2],
+            explicit_bucket_boundaries_advisory=sc.DB_DURATION_BUCKETS,
         )
         self._breakers: list[tuple[str, weakref.ref[CircuitBreaker]]] = []
         self._lock = threading.Lock()
@@ -207,6 +224,7 @@ def finish_attempt(
     telemetry: Telemetry,
     trace_: AttemptTrace,
     *,
+    attempt: int,
     error: BaseException | None,
     failure: Failure | None,
     duration: float,
@@ -226,19 +244,20 @@ def finish_attempt(
     if not span.is_recording():
         return
     if failure is not None:
-        span.set_attribute(sc.RESILIENCE_ERROR_CLASS, failure.error_class.value)
-        span.set_attribute(sc.ERROR_TYPE, failure.error_type)
-        if error is not None:
-            span.record_exception(error)
-        span.set_status(
-            Status(StatusCode.ERROR, failure.error_type if error is None else type(error).__name__)
-        )
+        if trace_.per_call:
+            _attempt_failed_event(span, attempt, error, failure)
+        else:
+            _label_failed_attempt(span, error, failure)
         if failure.error_class.value == "critical":
             span.add_event(sc.EVENT_CRITICAL, {sc.ERROR_TYPE: failure.error_type})
         if retry is not None:
             span.add_event(
                 sc.EVENT_RETRY,
-                {sc.RESILIENCE_RETRY_DELAY: retry[0], sc.RESILIENCE_RETRY_REASON: retry[1].value},
+                {
+                    sc.RESILIENCE_ATTEMPT: attempt,
+                    sc.RESILIENCE_RETRY_DELAY: retry[0],
+                    sc.RESILIENCE_RETRY_REASON: retry[1].value,
+                },
             )
     if change is not None:
         span.add_event(
@@ -250,6 +269,29 @@ def finish_attempt(
         )
     if trace_.owned:
         span.end()
+
+
+def _label_failed_attempt(span: Span, error: BaseException | None, failure: Failure) -> None:
+    span.set_attribute(sc.RESILIENCE_ERROR_CLASS, failure.error_class.value)
+    span.set_attribute(sc.ERROR_TYPE, failure.error_type)
+    if error is not None:
+        span.record_exception(error)
+    span.set_status(
+        Status(StatusCode.ERROR, failure.error_type if error is None else type(error).__name__)
+    )
+
+
+def _attempt_failed_event(
+    span: Span, attempt: int, error: BaseException | None, failure: Failure
+) -> None:
+    span.add_event(
+        sc.EVENT_ATTEMPT_FAILED,
+        {
+            sc.RESILIENCE_ATTEMPT: attempt,
+            sc.ERROR_TYPE: failure.error_type,
+            sc.RESILIENCE_ERROR_CLASS: failure.error_class.value,
+        },
+    )
 
 
 def start_span(telemetry: Telemetry, name: str, attributes: dict[str, Any]) -> Span:
