@@ -200,8 +200,9 @@ class CircuitBreaker:
         if not permit & 1:
             return
         with self._lock:
-            if permit >> 1 == self._generation and self._state is _HALF_OPEN:
-                self._probes_in_flight -= 1
+            in_flight = self._probes_in_flight
+            if permit >> 1 == self._generation and self._state is _HALF_OPEN and in_flight > 0:
+                self._probes_in_flight = in_flight - 1
 
     # -- manual control ------------------------------------------------------------------
     def force_open(self) -> None:

@@ -48,6 +48,12 @@ class Attempt:
     timeout: float | None
     breaker_state: BreakerState
     trace: AttemptTrace | None = None
+    # Why this attempt is a resend (delay, reason): for spans that could not take the retry
+    # event when it was decided (opentelemetry-instrumentation-httpx's had already ended).
+    after_retry: tuple[float, FailureKind] | None = None
+    # The previous attempt's span, so a resend can link to it (attempts without a parent
+    # span would otherwise be unrelated traces).
+    previous: AttemptTrace | None = None
 
 
 @dataclass(slots=True)
@@ -189,6 +195,8 @@ class Engine:
         previous_delay = retry.base_delay
         outcome: Outcome[T] | None = None
         failure: Failure | None = None
+        scheduled: tuple[float, FailureKind] | None = None
+        previous: AttemptTrace | None = None
         while True:
             attempt += 1
             now = clock.monotonic() if attempt > 1 else started
@@ -205,7 +213,9 @@ class Engine:
             if deadline is not None:
                 remaining = deadline - now
                 timeout = remaining if timeout is None else min(timeout, remaining)
-            step = Attempt(attempt, timeout, breaker.current_state)
+            step = Attempt(
+                attempt, timeout, breaker.current_state, after_retry=scheduled, previous=previous
+            )
             try:
                 outcome = yield step
             except BaseException as exc:
@@ -233,6 +243,7 @@ class Engine:
                 else None
             )
             scheduled = None if delay is None else (delay, failure.kind)
+            previous = step.trace
             self._end_trace(step, outcome.error, failure, outcome.duration, scheduled, change)
             if delay is None:
                 break

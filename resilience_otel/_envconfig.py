@@ -166,6 +166,11 @@ def policies_from_mapping(config: Mapping[str, object]) -> dict[str, Policy]:
 
         if not isinstance(raw, Mapping):
             raise ConfigError(f"{service} must be a table/mapping, got {raw!r}", field=str(service))
+        if "service" in raw:
+            raise ConfigError(
+                f"{service}.service: the table's name is the service name; remove this key",
+                field=f"{service}.service",
+            )
         policies[service] = _build(
             Policy,
             str(service),

@@ -20,10 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 from opentelemetry import context, propagate, trace
+from opentelemetry.trace import Link, SpanKind
 
 from . import _semconv as sc
 from ._redact import redact_url
-from ._telemetry import SUPPRESS_HTTP_INSTRUMENTATION_KEY, AttemptTrace, Telemetry, start_span
+from ._telemetry import SUPPRESS_HTTP_INSTRUMENTATION_KEY, AttemptTrace, Telemetry
 
 if TYPE_CHECKING:
     from contextvars import Token
@@ -76,7 +77,12 @@ def start_attempt_span(
     """
     attributes = _attempt_attributes(request, step, service)
     name = request.method if request.method in sc.HTTP_METHODS else "HTTP"
-    span = start_span(telemetry, name, attributes)
+    links = None
+    if step.previous is not None:
+        links = [Link(step.previous.span.get_span_context())]
+    span = telemetry.tracer.start_span(
+        name, kind=SpanKind.CLIENT, attributes=attributes, links=links
+    )
     step.trace = AttemptTrace(span, _metric_attributes(attributes), owned=True)
     ctx = trace.set_span_in_context(span)
     ctx = context.set_value(SUPPRESS_HTTP_INSTRUMENTATION_KEY, True, ctx)
@@ -115,6 +121,17 @@ def adopt_current_span(step: Attempt, service: str, request: httpx.Request) -> N
         )
         if step.number > 1:
             span.set_attribute(sc.HTTP_REQUEST_RESEND_COUNT, step.number - 1)
+        if step.after_retry is not None:
+            # The failed attempt's span had ended before the retry was decided: say it here.
+            delay, reason = step.after_retry
+            span.add_event(
+                sc.EVENT_RETRY,
+                {
+                    sc.RESILIENCE_ATTEMPT: step.number - 1,
+                    sc.RESILIENCE_RETRY_DELAY: delay,
+                    sc.RESILIENCE_RETRY_REASON: reason.value,
+                },
+            )
 
 
 def suppressed_http() -> Token[Context]:

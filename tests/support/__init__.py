@@ -1,0 +1,1 @@
+"""Test support shared by integration and end-to-end tests: fault proxy, owned servers."""
