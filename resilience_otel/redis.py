@@ -42,9 +42,18 @@ from ._dbshell import DbShell
 from ._engine import Classifier
 from ._events import Observer
 from ._exceptions import CircuitOpenError, mix_with
+from ._shared import RedisBreakerStore, SharedCircuitBreaker
 from .dlq import DeadLetterQueue
 
-__all__ = ["READ_ONLY_COMMANDS", "classify_redis", "idempotent", "instrument"]
+__all__ = [
+    "READ_ONLY_COMMANDS",
+    "RedisBreakerStore",
+    "SharedCircuitBreaker",
+    "breaker_of",
+    "classify_redis",
+    "idempotent",
+    "instrument",
+]
 
 ClientT = TypeVar("ClientT", redis.Redis, redis.asyncio.Redis)
 

@@ -1,0 +1,312 @@
+"""Breaker state shared by every process through Redis, degrading to local state.
+
+The call path stays local: a closed breaker admits calls from a cached view that is refreshed
+at most every ``sync_interval`` (piggy-backing the counts gathered meanwhile); failures are
+sent at once so the shared window trips as soon as the threshold is crossed in any mix of
+processes. Half-open probe slots are claimed atomically in Redis, so at most
+``half_open_max_calls`` probes run across all processes. No lock is held across a call.
+
+When Redis cannot be reached the breaker logs once, counts the fallback and runs on its local
+state machine until Redis answers again (checked every ``recheck_interval``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import threading
+from typing import TYPE_CHECKING, Any
+
+from ._breaker import BreakerSnapshot, BreakerState, CircuitBreaker, StateChange
+from ._clock import SYSTEM_CLOCK, Clock
+from ._exceptions import CircuitOpenError
+from ._shared_lua import BREAKER_LUA
+
+if TYPE_CHECKING:
+    import redis
+
+    from ._config import BreakerConfig
+
+__all__ = ["RedisBreakerStore", "SharedCircuitBreaker"]
+
+_log = logging.getLogger("resilience_otel")
+_CLOSED, _OPEN, _HALF_OPEN = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN
+_FORCED_OPEN, _FORCED_CLOSED = BreakerState.FORCED_OPEN, BreakerState.FORCED_CLOSED
+
+
+class RedisBreakerStore:
+    """Keeps breaker state in Redis so that all processes guarding one upstream share it.
+
+    Args:
+        client: a plain synchronous ``redis.Redis`` for the store alone (not one instrumented
+            by this package); give it short timeouts, e.g. ``socket_timeout=0.05``: they bound
+            how long a call can wait on Redis before falling back to local state. Its own
+            redis-py retries are turned off.
+        prefix: key prefix; keys are ``{prefix}:{<breaker name>}:...`` (one hash slot each).
+        sync_interval: how stale a closed breaker's view may get, seconds.
+        recheck_interval: after a Redis failure, how long to stay on local state, seconds.
+
+    Keys expire after ten times the longer of ``monitoring_period`` and ``reset_timeout``
+    without activity, so nothing leaks.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        prefix: str = "resilience:breaker",
+        sync_interval: float = 0.1,
+        recheck_interval: float = 1.0,
+    ) -> None:
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        # A slow answer here delays calls: fail fast to local state instead of retrying.
+        client.set_retry(Retry(NoBackoff(), 0))
+        self.client = client
+        self.prefix = prefix
+        self.sync_interval = sync_interval
+        self.recheck_interval = recheck_interval
+        self._script = client.register_script(BREAKER_LUA)
+
+    def breaker(
+        self, config: BreakerConfig, *, name: str, clock: Clock = SYSTEM_CLOCK
+    ) -> SharedCircuitBreaker:
+        """A breaker named ``name`` whose state lives in this store."""
+        return SharedCircuitBreaker(config, name=name, store=self, clock=clock)
+
+    def run(self, config: BreakerConfig, name: str, op: str, *args: str | int) -> list[Any]:
+        """Run one atomic step of the shared state machine; returns the resulting view."""
+        base = f"{self.prefix}:{{{name}}}"
+        rate = -1.0 if config.failure_rate_threshold is None else config.failure_rate_threshold
+        slow = -1.0 if config.slow_call_rate_threshold is None else config.slow_call_rate_threshold
+        longest = max(config.monitoring_period, config.reset_timeout)
+        probe_ttl = max(config.call_timeout or 0.0, config.reset_timeout, 1.0)
+        argv: list[str | int | float] = [
+            base + ":w:", op, config.failure_threshold,
+            int(config.monitoring_period * 1000), config.window_buckets,
+            int(config.reset_timeout * 1000), config.half_open_max_calls,
+            config.success_threshold, rate, config.minimum_calls, slow,
+            int(longest * 10_000), int(probe_ttl * 1000), *args,
+        ]  # fmt: skip
+        argv += [""] * (17 - len(argv))
+        result: list[Any] = self._script(keys=[base + ":s", base + ":p"], args=argv)
+        return result
+
+
+class SharedCircuitBreaker(CircuitBreaker):
+    """A :class:`CircuitBreaker` whose state lives in a :class:`RedisBreakerStore`.
+
+    Same interface; the inherited local state machine serves as the fallback.
+    """
+
+    def __init__(
+        self,
+        config: BreakerConfig,
+        *,
+        name: str,
+        store: RedisBreakerStore,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        super().__init__(config, name=name, clock=clock)
+        self.store = store
+        self.fallbacks = 0
+        """How many times Redis failed and the breaker fell back to local state."""
+        self._view_lock = threading.Lock()
+        self._shared = _CLOSED
+        self._shared_gen = 0
+        self._open_until = 0.0
+        self._busy_until = 0.0
+        self._fetched_at = float("-inf")
+        self._shared_window = (0, 0, 0)
+        self._pending = [0, 0, 0]
+        self._degraded_until = float("-inf")
+        self._warned = False
+        self._probes: dict[int, tuple[str, int]] = {}
+        self._counter = itertools.count(1)
+        self._token_prefix = f"{os.getpid()}:{id(self):x}:"
+
+    # -- reading -----------------------------------------------------------------------------
+    @property
+    def degraded(self) -> bool:
+        """Whether the breaker currently runs on local state because Redis failed."""
+        return self._clock.monotonic() < self._degraded_until
+
+    @property
+    def state(self) -> BreakerState:
+        now = self._clock.monotonic()
+        if self._local(now):
+            return super().state
+        if now - self._fetched_at > self.store.sync_interval:
+            self._call(now, "sync", *self._take_pending())
+        return self._shared
+
+    @property
+    def current_state(self) -> BreakerState:
+        return super().current_state if self._local(self._clock.monotonic()) else self._shared
+
+    def retry_after(self, now: float | None = None) -> float:
+        now = self._clock.monotonic() if now is None else now
+        if self._local(now):
+            return super().retry_after(now)
+        if self._shared is _OPEN:
+            return max(0.0, self._open_until - now)
+        return self.config.reset_timeout if self._shared is _FORCED_OPEN else 0.0
+
+    def snapshot(self) -> BreakerSnapshot:
+        now = self._clock.monotonic()
+        if self._local(now) or not self._call(now, "sync", *self._take_pending()):
+            return super().snapshot()
+        calls, failures, slow = self._shared_window
+        return BreakerSnapshot(
+            name=self.name,
+            state=self._shared,
+            calls=calls,
+            failures=failures,
+            slow_calls=slow,
+            half_open_in_flight=len(self._probes),
+            retry_after=self.retry_after(now),
+        )
+
+    def allows_retry(self, now: float) -> bool:
+        if self._local(now):
+            return super().allows_retry(now)
+        if self._shared is _OPEN:
+            return now >= self._open_until
+        return self._shared is not _FORCED_OPEN
+
+    # -- the call protocol ---------------------------------------------------------------------
+    def acquire(self, now: float) -> int:
+        if self._local(now):
+            return super().acquire(now)
+        if self._shared is _CLOSED or self._shared is _FORCED_CLOSED:
+            if now - self._fetched_at > self.store.sync_interval:
+                self._call(now, "sync", *self._take_pending())
+                if self._local(now):
+                    return super().acquire(now)
+            if self._shared is _CLOSED or self._shared is _FORCED_CLOSED:
+                return -((self._shared_gen + 1) << 1)
+        return self._acquire_probe(now)
+
+    def _acquire_probe(self, now: float) -> int:
+        shared = self._shared
+        if shared is _FORCED_OPEN:
+            raise CircuitOpenError(self.name, self.config.reset_timeout)
+        if shared is _OPEN and now < self._open_until:
+            raise CircuitOpenError(self.name, self._open_until - now)
+        if shared is _HALF_OPEN and now < self._busy_until:
+            raise CircuitOpenError(self.name, 0.0)
+        number = next(self._counter)
+        token = self._token_prefix + str(number)
+        view = self._call(now, "probe", token)
+        if view is None:
+            return super().acquire(now)
+        if view[3]:
+            permit = -((number << 1) | 1)
+            self._probes[permit] = (token, self._shared_gen)
+            return permit
+        if self._shared is _CLOSED or self._shared is _FORCED_CLOSED:
+            return -((self._shared_gen + 1) << 1)
+        if self._shared is _HALF_OPEN:
+            # Every slot is taken somewhere; ask again after a short while, not on every call.
+            self._busy_until = now + min(self.store.sync_interval, self.config.reset_timeout)
+        raise CircuitOpenError(self.name, self.retry_after(now))
+
+    def record(
+        self, permit: int, *, failure: bool, duration: float, now: float
+    ) -> StateChange | None:
+        if permit >= 0:
+            return super().record(permit, failure=failure, duration=duration, now=now)
+        cfg = self.config
+        slow = cfg.slow_call_threshold is not None and duration > cfg.slow_call_threshold
+        probe = self._probes.pop(permit, None)
+        if probe is not None:
+            bad = failure or (slow and cfg.slow_call_rate_threshold is not None)
+            return self._apply_call(now, "done", probe[0], probe[1], "0" if bad else "1")
+        with self._view_lock:
+            pending = self._pending
+            pending[0] += 1
+            pending[1] += int(failure)
+            pending[2] += int(slow)
+        if failure or slow or now - self._fetched_at > self.store.sync_interval:
+            return self._apply_call(now, "sync", *self._take_pending())
+        return None
+
+    def release(self, permit: int) -> None:
+        if permit >= 0:
+            super().release(permit)
+            return
+        probe = self._probes.pop(permit, None)
+        if probe is not None:
+            self._call(self._clock.monotonic(), "release", probe[0])
+
+    # -- manual control --------------------------------------------------------------------------
+    def force_open(self) -> None:
+        self._force(_FORCED_OPEN)
+
+    def force_closed(self) -> None:
+        self._force(_FORCED_CLOSED)
+
+    def reset(self) -> None:
+        self._force(_CLOSED)
+
+    def _force(self, state: BreakerState) -> None:
+        now = self._clock.monotonic()
+        if self._call(now, "force", state.value) is None:
+            super()._set_by_hand(state)
+
+    # -- talking to Redis ------------------------------------------------------------------------
+    def _local(self, now: float) -> bool:
+        return now < self._degraded_until
+
+    def _take_pending(self) -> tuple[int, int, int]:
+        with self._view_lock:
+            calls, failures, slow = self._pending
+            self._pending = [0, 0, 0]
+        return calls, failures, slow
+
+    def _apply_call(self, now: float, op: str, *args: str | int) -> StateChange | None:
+        before = self._shared
+        if self._call(now, op, *args, notify=False) is None or self._shared is before:
+            return None
+        change = StateChange(self.name, before, self._shared, now)
+        self._notify(change)
+        return change
+
+    def _call(self, now: float, op: str, *args: str | int, notify: bool = True) -> list[Any] | None:
+        import redis
+
+        try:
+            view = self.store.run(self.config, self.name, op, *args)
+        except (redis.exceptions.RedisError, OSError) as exc:
+            self._degrade(now, exc)
+            return None
+        self._warned = False
+        before = self._shared
+        with self._view_lock:
+            self._shared = BreakerState(_text(view[0]))
+            self._shared_gen = int(view[1])
+            self._open_until = now + int(view[2]) / 1000.0
+            self._shared_window = (int(view[4]), int(view[5]), int(view[6]))
+            self._fetched_at = now
+        if notify and self._shared is not before:
+            self._notify(StateChange(self.name, before, self._shared, now))
+        return view
+
+    def _degrade(self, now: float, error: BaseException) -> None:
+        self.fallbacks += 1
+        self._degraded_until = now + self.store.recheck_interval
+        self._fetched_at = float("-inf")
+        self._probes.clear()
+        if not self._warned:
+            self._warned = True
+            _log.warning(
+                "breaker %r: shared state in Redis unreachable (%s); using local state",
+                self.name,
+                type(error).__name__,
+            )
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
