@@ -33,15 +33,18 @@ def test_quick_start_runs_against_a_real_server(fault_server: FaultServer) -> No
     assert fault_server.count("/quotes/AAPL", "GET") == 1
 
 
-def test_quick_start_reports_an_open_breaker(fault_server: FaultServer) -> None:
+def test_quick_start_reports_an_open_breaker(
+    fault_server: FaultServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """With the upstream down, the quick start's handler catches CircuitOpenError."""
+    monkeypatch.setenv("QUOTES_RETRY_BASE_DELAY", "10")  # milliseconds: keep the test quick
     fault_server.set_default("503")
     code = _python_block("## Quick start")
     setup, _, guarded = code.partition("try:")
     namespace: dict[str, object] = {"QUOTES_URL": fault_server.url("")}
     exec(compile(setup, "README quick start", "exec"), namespace)  # noqa: S102
     client = namespace["client"]
-    for _ in range(5):  # five failed attempts (retries included) open the breaker
+    for _ in range(5):  # five failed attempts (default threshold, retries included) open it
         try:
             client.get("/quotes/AAPL")  # type: ignore[attr-defined]
         except CircuitOpenError:
