@@ -3,6 +3,10 @@
 A call lands here when it exhausted its retries, was rejected by an open breaker, or failed
 as PERMANENT or CRITICAL, as the policy's ``dead_letter_on`` says. Entries never carry
 credentials: URLs are redacted and headers are not kept.
+
+Durable queues, same protocol: ``RedisStreamDeadLetterQueue`` (a Redis stream, consumer-group
+replay) and ``PostgresDeadLetterQueue`` (a table, ``FOR UPDATE SKIP LOCKED`` replay), imported
+from this module on first use (they need the ``redis`` / ``asyncpg`` extras).
 """
 
 from __future__ import annotations
@@ -24,6 +28,19 @@ __all__ = [
     "InMemoryDeadLetterQueue",
     "ReplayResult",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # The durable queues need the redis / asyncpg extras: import them only when asked for.
+    if name == "RedisStreamDeadLetterQueue":
+        from ._dlq_redis import RedisStreamDeadLetterQueue
+
+        return RedisStreamDeadLetterQueue
+    if name == "PostgresDeadLetterQueue":
+        from ._dlq_postgres import PostgresDeadLetterQueue
+
+        return PostgresDeadLetterQueue
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class DeadLetterReason(StrEnum):

@@ -1,0 +1,168 @@
+"""A dead-letter queue in a PostgreSQL table: written in the background, replayed row by row
+under ``FOR UPDATE SKIP LOCKED`` so concurrent replayers never take the same letter, deleted
+only after the handler succeeded."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+
+from ._outbox import Outbox, letter_from_json, letter_to_json
+from ._telemetry import MetricsObserver, Telemetry
+from ._validate import check_int
+from .dlq import DeadLetter, ReplayResult
+
+__all__ = ["PostgresDeadLetterQueue"]
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+class PostgresDeadLetterQueue:
+    """Dead letters in a table that this queue creates; they survive process restarts.
+
+    Args:
+        dsn: the database to use (``postgresql://user@host:5432/db``).
+        table: the table name (created if missing).
+        maxlen: rows kept; older rows are deleted, counted in ``trimmed`` and in the
+            ``resilience.dead_letters.dropped`` metric.
+        buffer: letters held in memory while the database is slow or down.
+        meter_provider: where the dropped-letters metric goes (default: global).
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        table: str = "resilience_dead_letters",
+        maxlen: int = 100_000,
+        buffer: int = 10_000,
+        meter_provider: Any = None,
+    ) -> None:
+        if not _IDENTIFIER.match(table):
+            raise ValueError(
+                f"PostgresDeadLetterQueue.table must be a plain identifier, got {table!r}"
+            )
+        self.dsn = dsn
+        self.table = table
+        self.maxlen = check_int("PostgresDeadLetterQueue.maxlen", maxlen, 1)
+        self.trimmed = 0
+        """Rows deleted because the table reached ``maxlen``."""
+        self._metrics = MetricsObserver(Telemetry.get(None, meter_provider))
+        self._loop = asyncio.new_event_loop()  # the writer thread's own loop
+        self._connection: Any = None
+        self._outbox = Outbox(self._write, name=f"dead letters {table}", maxlen=buffer)
+
+    @property
+    def dropped(self) -> int:
+        """Letters lost: dropped from the in-memory buffer plus trimmed from the table."""
+        return self._outbox.dropped + self.trimmed
+
+    def put(self, letter: DeadLetter) -> DeadLetter | None:
+        """Queue ``letter`` for the table without waiting on the database."""
+        return self._outbox.put(letter)
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until buffered letters are in the table."""
+        return self._outbox.flush(timeout)
+
+    def close(self, timeout: float = 5.0) -> bool:
+        """Flush, stop the writer and close its connection."""
+        flushed = self._outbox.close(timeout)
+        if self._connection is not None:
+            self._loop.run_until_complete(self._connection.close())
+        self._loop.close()
+        return flushed
+
+    # -- writing (on the writer thread) ----------------------------------------------------------
+    def _write(self, batch: list[DeadLetter]) -> None:
+        self._loop.run_until_complete(self._insert(batch))
+
+    async def _insert(self, batch: list[DeadLetter]) -> None:
+        if self._connection is None or self._connection.is_closed():
+            self._connection = await asyncpg.connect(self.dsn, timeout=5)
+            await self._create(self._connection)
+        connection = self._connection
+        async with connection.transaction():
+            await connection.executemany(
+                f"INSERT INTO {self.table} (service, reason, letter) VALUES ($1, $2, $3)",  # noqa: S608
+                [(x.service, x.reason.value, letter_to_json(x)) for x in batch],
+            )
+            trimmed = await connection.fetch(
+                f"DELETE FROM {self.table} WHERE id IN (SELECT id FROM {self.table} "  # noqa: S608
+                f"ORDER BY id DESC OFFSET $1) RETURNING service",
+                self.maxlen,
+            )
+        for row in trimmed:
+            self.trimmed += 1
+            self._metrics.dead_letter_dropped(row["service"])
+
+    async def _create(self, connection: Any) -> None:
+        await connection.execute(
+            f"CREATE TABLE IF NOT EXISTS {self.table} ("
+            "id bigserial PRIMARY KEY, service text NOT NULL, reason text NOT NULL, "
+            "created_at timestamptz NOT NULL DEFAULT now(), letter jsonb NOT NULL)"
+        )
+
+    # -- replay ------------------------------------------------------------------------------------
+    async def areplay(self, handler: Callable[[DeadLetter], Awaitable[object]]) -> ReplayResult:
+        """Run ``handler`` on each letter, oldest first; delete the rows it handled.
+
+        Each letter is locked (``FOR UPDATE SKIP LOCKED``) while its handler runs, so several
+        replayers can work at once; a letter whose handler raised stays in the table.
+        """
+        await asyncio.to_thread(self.flush)
+        connection = await asyncpg.connect(self.dsn, timeout=5)
+        succeeded = failed = 0
+        last = 0
+        try:
+            await self._create(connection)
+            while True:
+                transaction = connection.transaction()
+                await transaction.start()
+                row = await connection.fetchrow(
+                    f"SELECT id, letter::text AS letter FROM {self.table} WHERE id > $1 "  # noqa: S608
+                    "ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED",
+                    last,
+                )
+                if row is None:
+                    await transaction.rollback()
+                    break
+                last = row["id"]
+                try:
+                    await handler(letter_from_json(row["letter"], id=str(row["id"])))
+                except Exception:
+                    await transaction.rollback()
+                    failed += 1
+                    continue
+                await connection.execute(f"DELETE FROM {self.table} WHERE id = $1", last)  # noqa: S608
+                await transaction.commit()
+                succeeded += 1
+        finally:
+            await connection.close()
+        return ReplayResult(succeeded=succeeded, failed=failed)
+
+    def replay(self, handler: Callable[[DeadLetter], object]) -> ReplayResult:
+        """Sync :meth:`areplay` (runs it on a private event loop in a worker thread)."""
+
+        async def call(letter: DeadLetter) -> object:
+            return await asyncio.to_thread(handler, letter)
+
+        outcome: list[ReplayResult | BaseException] = []
+
+        def work() -> None:
+            try:
+                outcome.append(asyncio.run(self.areplay(call)))
+            except BaseException as exc:  # handed to the caller's thread below
+                outcome.append(exc)
+
+        worker = threading.Thread(target=work)
+        worker.start()
+        worker.join()
+        if isinstance(outcome[0], BaseException):
+            raise outcome[0]
+        return outcome[0]
