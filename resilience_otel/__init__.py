@@ -7,6 +7,7 @@ from ._classify import ErrorClass, Failure, FailureKind
 from ._clock import Clock, SystemClock
 from ._config import (
     BreakerConfig,
+    HealthConfig,
     Jitter,
     Policy,
     RetryBudgetConfig,
@@ -23,6 +24,7 @@ from .dlq import (
     InMemoryDeadLetterQueue,
     ReplayResult,
 )
+from .health import HealthMonitor, HealthStatus, SystemHealth
 from .httpx import AsyncResilientTransport, ResilientTransport
 
 __version__ = "0.1.0"
@@ -42,6 +44,9 @@ __all__ = [
     "ErrorClass",
     "Failure",
     "FailureKind",
+    "HealthConfig",
+    "HealthMonitor",
+    "HealthStatus",
     "InMemoryDeadLetterQueue",
     "Jitter",
     "Observer",
@@ -55,6 +60,7 @@ __all__ = [
     "RetryOverride",
     "StateChange",
     "SystemClock",
+    "SystemHealth",
     "load_policies",
     "policies_from_mapping",
 ]

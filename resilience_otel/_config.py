@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
+from typing import Any
 
 from ._classify import ErrorClass, FailureKind
 from ._exceptions import ConfigError
@@ -20,6 +21,7 @@ from .dlq import DeadLetterReason
 
 __all__ = [
     "BreakerConfig",
+    "HealthConfig",
     "Jitter",
     "Policy",
     "RetryBudgetConfig",
@@ -379,3 +381,80 @@ class Policy:
         from ._envconfig import policy_from_env
 
         return policy_from_env(cls, service, environ)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HealthConfig:
+    """Health monitor settings.
+
+    Args:
+        check_interval: seconds between active checks of a service.
+        check_timeout: an active check slower than this fails, seconds.
+        alert_threshold: availability below this makes a service unhealthy (0..1).
+        degraded_threshold: availability below this makes it degraded (0..1, >= alert).
+        latency_target: a p95 response time above this, seconds, makes it degraded and
+            lowers its score.
+        window: the recent window that availability and latency are judged over, seconds.
+        window_buckets: buckets of that window (memory is fixed by this).
+        minimum_calls: calls the window must hold before availability is judged.
+        failures_to_unhealthy: consecutive failed active checks that make it unhealthy.
+    """
+
+    check_interval: float = 30.0
+    check_timeout: float = 5.0
+    alert_threshold: float = 0.95
+    degraded_threshold: float = 0.99
+    latency_target: float = 1.0
+    window: float = 300.0
+    window_buckets: int = 30
+    minimum_calls: int = 10
+    failures_to_unhealthy: int = 3
+
+    def __post_init__(self) -> None:
+        name = "HealthConfig."
+        for fname in ("check_interval", "check_timeout", "latency_target", "window"):
+            _set(self, fname, check_float(name + fname, getattr(self, fname), 0.0, low_open=True))
+        _set(
+            self,
+            "alert_threshold",
+            check_float(name + "alert_threshold", self.alert_threshold, 0.0, 1.0),
+        )
+        _set(
+            self,
+            "degraded_threshold",
+            check_float(
+                name + "degraded_threshold", self.degraded_threshold, self.alert_threshold, 1.0
+            ),
+        )
+        check_int(name + "window_buckets", self.window_buckets, 1, 1000)
+        check_int(name + "minimum_calls", self.minimum_calls, 1)
+        check_int(name + "failures_to_unhealthy", self.failures_to_unhealthy, 1, 1000)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> HealthConfig:
+        """Read ``HEALTH_CHECK_INTERVAL`` (ms) and ``HEALTH_ALERT_THRESHOLD`` (0..1).
+
+        Raises:
+            ConfigError: naming the variable and its value when one is malformed.
+        """
+        import os
+
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for var, fname, scale in (
+            ("HEALTH_CHECK_INTERVAL", "check_interval", 1000.0),
+            ("HEALTH_ALERT_THRESHOLD", "alert_threshold", 1.0),
+        ):
+            raw = env.get(var, "").strip()
+            if not raw:
+                continue
+            try:
+                values[fname] = float(raw) / scale
+            except ValueError as exc:
+                raise ConfigError(f"{var}={raw!r} is not a number", field=var) from exc
+        if "alert_threshold" in values:
+            values.setdefault("degraded_threshold", max(values["alert_threshold"], 0.99))
+        try:
+            return cls(**values)
+        except ConfigError as exc:
+            raise ConfigError(f"health environment variables: {exc}", field=exc.field) from exc

@@ -154,6 +154,7 @@ class Engine:
         """Report ``breaker``'s transitions to the observers and its state in the metrics."""
         if self.telemetry is not None:
             self.telemetry.watch_breaker(self.policy.service, breaker)
+        self._emit("breaker_added", self.policy.service, breaker)
         if self.observers:
             service = self.policy.service
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ._breaker import StateChange
+    from ._breaker import CircuitBreaker, StateChange
     from ._classify import ErrorClass, FailureKind
     from .dlq import DeadLetter
 
@@ -53,3 +53,6 @@ class Observer:
 
     def state_changed(self, service: str, change: StateChange) -> None:
         """A breaker of ``service`` changed state."""
+
+    def breaker_added(self, service: str, breaker: CircuitBreaker) -> None:
+        """A client of ``service`` now uses ``breaker`` (endpoints list breakers this way)."""

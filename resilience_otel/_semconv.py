@@ -54,6 +54,16 @@ HEALTH_STATUS: Final = (
     "1 for the current health status of a service.",
 )
 HEALTH_SCORE: Final = ("resilience.health.score", "1", "Health score of a service, 0..1.")
+HEALTH_ERROR_RATIO: Final = (
+    "resilience.health.error_ratio",
+    "1",
+    "Share of failed calls in the health window, 0..1.",
+)
+HEALTH_RESPONSE_TIME: Final = (
+    "resilience.health.response_time",
+    "s",
+    "Response time of a service in the health window, by quantile.",
+)
 DB_CLIENT_OPERATION_DURATION: Final = (
     "db.client.operation.duration",
     "s",
@@ -87,6 +97,8 @@ PROMETHEUS_NAMES: Final = {
     DEAD_LETTERS_DROPPED[0]: "resilience_dead_letters_dropped_total",
     HEALTH_STATUS[0]: "resilience_health_status",
     HEALTH_SCORE[0]: "resilience_health_score",
+    HEALTH_ERROR_RATIO[0]: "resilience_health_error_ratio",
+    HEALTH_RESPONSE_TIME[0]: "resilience_health_response_time_seconds",
     HTTP_CLIENT_REQUEST_DURATION[0]: "http_client_request_duration_seconds",
     DB_CLIENT_OPERATION_DURATION[0]: "db_client_operation_duration_seconds",
 }
@@ -101,6 +113,7 @@ STATE: Final = "state"
 FROM_STATE: Final = "from_state"
 TO_STATE: Final = "to_state"
 STATUS: Final = "status"
+QUANTILE: Final = "quantile"
 
 CLIENT_VALUES: Final = frozenset({"http", "redis", "postgresql"})
 OUTCOME_VALUES: Final = frozenset({"success", "failure", "rejected"})

@@ -72,10 +72,12 @@ def classify_postgres(value: object, error: Exception | None) -> Failure | None:
 
     TRANSIENT: connection exceptions (08xxx), admin/crash shutdown (57P01, 57P02), cannot
     connect now (57P03), too many connections (53300), serialization failure (40001), deadlock
-    (40P01), lock not available (55P03), statement timeout (57014), socket errors, timeouts and
-    a closed connection. PERMANENT: data (22xxx), integrity (23xxx), syntax/undefined (42xxx),
-    authentication (28xxx) and the rest. CRITICAL: disk full (53100), out of memory (53200),
-    data corruption (XX001, XX002), I/O error (58030).
+    (40P01), lock not available (55P03), statement timeout (57014), socket errors, timeouts, a
+    closed connection and asyncpg's refusal to send on a connection whose backend died while
+    idle (``InternalClientError``: "cannot switch to state"; not sent). PERMANENT: data
+    (22xxx), integrity (23xxx), syntax/undefined (42xxx), authentication (28xxx) and the rest.
+    CRITICAL: disk full (53100), out of memory (53200), data corruption (XX001, XX002), I/O
+    error (58030).
     """
     if error is None:
         return None
@@ -106,6 +108,11 @@ def classify_postgres(value: object, error: Exception | None) -> Failure | None:
         return Failure(
             ErrorClass.TRANSIENT, FailureKind.CONNECTION, sent=not no_effect, error_type=name
         )
+    if isinstance(error, pgx.InternalClientError) and "another operation" in str(error):
+        # A backend terminated while the connection sat idle leaves asyncpg's protocol busy
+        # with the unsolicited error; it then refuses to send ("cannot switch to state"):
+        # nothing reached the server.
+        return Failure(ErrorClass.TRANSIENT, FailureKind.CONNECTION, sent=False, error_type=name)
     return Failure(ErrorClass.PERMANENT, FailureKind.OTHER, error_type=name)
 
 
@@ -119,7 +126,9 @@ _WRITES = re.compile(
     r"\b(INSERT|UPDATE|DELETE|MERGE|CREATE|DROP|ALTER|TRUNCATE|GRANT|COPY|CALL)\b", re.I
 )
 _READ_ONLY_FIRST = frozenset({"SELECT", "SHOW", "VALUES", "TABLE", "WITH", "EXPLAIN"})
-_LITERALS = re.compile(r"'(?:[^']|'')*'|\$\$.*?\$\$|(?<![$\w])\d+(?:\.\d+)?\b", re.S)
+_LITERALS = re.compile(
+    r"'(?:[^']|'')*'|\$([A-Za-z_]\w*|)\$.*?\$\1\$|(?<![$\w])\d+(?:\.\d+)?\b", re.S
+)  # strings, dollar quotes with or without a tag ($$x$$, $pw$x$pw$), numbers
 
 
 def operation_name(query: str) -> str:
@@ -134,8 +143,8 @@ def is_read_only(query: str) -> bool:
     first = text.split(None, 1)[0].upper() if text.split() else ""
     if first not in _READ_ONLY_FIRST:
         return False
-    if first == "EXPLAIN" and re.search(r"\bANALY[SZ]E\b", text, re.I):
-        return _WRITES.search(text) is None
+    if first == "EXPLAIN" and not re.search(r"\bANALY[SZ]E\b", text, re.I):
+        return True  # a plain EXPLAIN plans the statement without running it
     return first in ("SHOW", "VALUES", "TABLE") or _WRITES.search(text) is None
 
 

@@ -1,0 +1,478 @@
+"""Per-service health: status, score, response time and error rate, from every call through
+the engine (passive) and optional active checks (HTTP GET, Redis PING, PostgreSQL
+``SELECT 1`` or any callable).
+
+    monitor = HealthMonitor(HealthConfig.from_env())
+    client = httpx.Client(transport=ResilientTransport(policy=p, observers=[monitor]))
+    monitor.add_check("quotes", http_check("http://quotes.internal/health"))
+    monitor.start()                           # or: await monitor.astart() inside a running loop
+    serve_health(monitor, port=8081)          # /health /health/{service} /breakers /livez ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import threading
+import weakref
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import metrics, trace
+from opentelemetry.metrics import CallbackOptions, Observation
+
+from . import _semconv as sc
+from ._clock import SYSTEM_CLOCK, Clock
+from ._config import HealthConfig
+from ._events import Observer
+from ._health_core import ServiceWindow, assess
+
+if TYPE_CHECKING:
+    from ._breaker import BreakerSnapshot, CircuitBreaker, StateChange
+    from ._classify import ErrorClass
+
+__all__ = [
+    "HealthCheck",
+    "HealthMonitor",
+    "HealthServer",
+    "HealthStatus",
+    "ResponseTime",
+    "SystemHealth",
+    "health_app",
+    "http_check",
+    "postgres_check",
+    "redis_check",
+    "serve_health",
+]
+
+_log = logging.getLogger("resilience_otel.health")
+_RANK = {"healthy": 0, "degraded": 1, "unhealthy": 2}
+
+HealthCheck = Callable[[], object] | Callable[[], Awaitable[object]]
+"""A check: returns (or resolves to) anything but ``False`` when healthy; raising fails it."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseTime:
+    """Recent response-time quantiles, seconds (``None`` without samples)."""
+
+    p50: float | None
+    p95: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class HealthStatus:
+    """The health of one service. ``last_checked`` is wall-clock time, for display only."""
+
+    service: str
+    status: str
+    score: float
+    availability: float
+    error_rate: float
+    response_time: ResponseTime
+    breaker_state: str | None
+    consecutive_failures: int
+    last_checked: float | None
+    reasons: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stable JSON shape served by ``/health/{service}``."""
+        return {
+            "service": self.service,
+            "status": self.status,
+            "score": self.score,
+            "availability": round(self.availability, 6),
+            "error_rate": round(self.error_rate, 6),
+            "response_time": {"p50": self.response_time.p50, "p95": self.response_time.p95},
+            "breaker_state": self.breaker_state,
+            "consecutive_failures": self.consecutive_failures,
+            "last_checked": self.last_checked,
+            "reasons": list(self.reasons),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SystemHealth:
+    """The overall status: the worst of the critical services; optional services can make
+    it at most degraded."""
+
+    status: str
+    services: tuple[HealthStatus, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stable JSON shape served by ``/health``."""
+        return {"status": self.status, "services": [s.to_dict() for s in self.services]}
+
+
+@dataclass
+class _Service:
+    window: ServiceWindow
+    breakers: list[weakref.ref[CircuitBreaker]] = field(default_factory=list)
+    checks: list[tuple[HealthCheck, float, float]] = field(default_factory=list)
+    consecutive_failures: int = 0
+    last_checked: float | None = None
+    last_status: str | None = None
+
+
+class HealthMonitor(Observer):
+    """Tracks every service it hears about; thread-safe, bounded memory.
+
+    Pass it as an observer to transports and clients (``observers=[monitor]``): it then sees
+    every call and every breaker of those clients.
+
+    Args:
+        config: thresholds and intervals.
+        optional: services that can make the overall status at most degraded.
+        clock: time source (a fake one in tests).
+        meter_provider: where the health gauges go (default: global).
+    """
+
+    def __init__(
+        self,
+        config: HealthConfig | None = None,
+        *,
+        optional: Iterable[str] = (),
+        clock: Clock = SYSTEM_CLOCK,
+        meter_provider: Any = None,
+    ) -> None:
+        self.config = config or HealthConfig()
+        self.optional = frozenset(optional)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._services: dict[str, _Service] = {}
+        self._runner: _CheckRunner | None = None
+        self._register_gauges(meter_provider)
+
+    # -- feeding ---------------------------------------------------------------------------------
+    def _service(self, name: str) -> _Service:
+        service = self._services.get(name)
+        if service is None:
+            with self._lock:
+                service = self._services.setdefault(
+                    name, _Service(ServiceWindow(self.config.window, self.config.window_buckets))
+                )
+        return service
+
+    def call_finished(
+        self,
+        service: str,
+        client: str,
+        outcome: str,
+        error_class: ErrorClass | None,
+        attempts: int,
+        duration: float,
+    ) -> None:
+        # A client error (PERMANENT) still means the upstream answered: it counts as available.
+        ok = outcome == "success" or (error_class is not None and error_class.value == "permanent")
+        state = self._service(service)
+        with self._lock:
+            state.window.add(
+                self._clock.monotonic(), ok=ok, duration=None if outcome == "rejected" else duration
+            )
+
+    def breaker_added(self, service: str, breaker: CircuitBreaker) -> None:
+        state = self._service(service)
+        with self._lock:
+            state.breakers = [r for r in state.breakers if r() is not None]
+            if all(r() is not breaker for r in state.breakers):
+                state.breakers.append(weakref.ref(breaker))
+
+    def state_changed(self, service: str, change: StateChange) -> None:
+        self.status(service)  # a breaker transition may change the status: log it now
+
+    def record_check(self, service: str, ok: bool) -> None:
+        """Count the result of an active check of ``service``."""
+        state = self._service(service)
+        with self._lock:
+            state.consecutive_failures = 0 if ok else state.consecutive_failures + 1
+            state.last_checked = self._clock.time()
+        self.status(service)
+
+    # -- reading ---------------------------------------------------------------------------------
+    def services(self) -> list[str]:
+        """Every service seen so far, sorted."""
+        with self._lock:
+            return sorted(self._services)
+
+    def status(self, service: str) -> HealthStatus:
+        """The current health of ``service`` (a service never seen is healthy, with no data)."""
+        state = self._service(service)
+        now = self._clock.monotonic()
+        breakers = [b for b in (r() for r in state.breakers) if b is not None]
+        breaker_state = _worst_breaker([b.state.value for b in breakers])
+        with self._lock:
+            successes, failures = state.window.counts(now)
+            p50, p95 = state.window.quantile(now, 0.5), state.window.quantile(now, 0.95)
+            consecutive, last_checked = state.consecutive_failures, state.last_checked
+        verdict = assess(
+            self.config,
+            successes=successes,
+            failures=failures,
+            p95=p95,
+            breaker_state=breaker_state,
+            consecutive_check_failures=consecutive,
+        )
+        calls = successes + failures
+        result = HealthStatus(
+            service=service,
+            status=verdict.status,
+            score=verdict.score,
+            availability=verdict.availability,
+            error_rate=0.0 if calls == 0 else failures / calls,
+            response_time=ResponseTime(p50, p95),
+            breaker_state=breaker_state,
+            consecutive_failures=consecutive,
+            last_checked=last_checked,
+            reasons=verdict.reasons,
+        )
+        self._note_transition(state, result)
+        return result
+
+    def overall(self) -> SystemHealth:
+        """Every service's status and the aggregate."""
+        statuses = tuple(self.status(name) for name in self.services())
+        worst = "healthy"
+        for item in statuses:
+            rank = _RANK[item.status]
+            if item.service in self.optional:
+                rank = min(rank, _RANK["degraded"])
+            if rank > _RANK[worst]:
+                worst = ("healthy", "degraded", "unhealthy")[rank]
+        return SystemHealth(worst, statuses)
+
+    def breaker_snapshots(self) -> list[BreakerSnapshot]:
+        """Snapshots of every breaker of every service (for ``/breakers``)."""
+        with self._lock:
+            refs = [r for s in self._services.values() for r in s.breakers]
+        return [b.snapshot() for b in (r() for r in refs) if b is not None]
+
+    def _note_transition(self, state: _Service, result: HealthStatus) -> None:
+        previous, state.last_status = state.last_status, result.status
+        if previous is None or previous == result.status:
+            return
+        _log.info(
+            "service %r: %s -> %s (%s)",
+            result.service,
+            previous,
+            result.status,
+            "; ".join(result.reasons) or "recovered",
+        )
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.add_event(
+                "resilience.health.status_change",
+                {
+                    sc.RESILIENCE_SERVICE: result.service,
+                    "resilience.health.from": previous,
+                    "resilience.health.to": result.status,
+                },
+            )
+
+    # -- active checks ---------------------------------------------------------------------------
+    def add_check(
+        self,
+        service: str,
+        check: HealthCheck,
+        *,
+        interval: float | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        """Run ``check`` every ``interval`` seconds (default ``config.check_interval``) once
+        the monitor is started; a check slower than ``timeout`` fails."""
+        state = self._service(service)
+        with self._lock:
+            state.checks.append(
+                (
+                    check,
+                    interval or self.config.check_interval,
+                    timeout or self.config.check_timeout,
+                )
+            )
+
+    async def run_checks(self) -> dict[str, bool]:
+        """Run every check once, concurrently, on the running loop; returns results by service."""
+        with self._lock:
+            jobs = [(name, c, t) for name, s in self._services.items() for c, _, t in s.checks]
+        results = await asyncio.gather(*(_run_one(check, timeout) for _, check, timeout in jobs))
+        outcome: dict[str, bool] = {}
+        for (name, _, _), ok in zip(jobs, results, strict=True):
+            outcome[name] = outcome.get(name, True) and ok
+        for name, ok in outcome.items():
+            self.record_check(name, ok)
+        return outcome
+
+    def start(self) -> None:
+        """Run the checks on their intervals in a background thread (its own event loop)."""
+        if self._runner is None:
+            self._runner = _CheckRunner(self)
+            self._runner.start_thread()
+
+    async def astart(self) -> None:
+        """Run the checks on their intervals as a task of the running event loop."""
+        if self._runner is None:
+            self._runner = _CheckRunner(self)
+            self._runner.start_task()
+
+    def stop(self) -> None:
+        """Stop running checks."""
+        if self._runner is not None:
+            self._runner.stop()
+            self._runner = None
+
+    def _due_checks(
+        self, now: float, last_run: dict[int, float]
+    ) -> list[tuple[str, HealthCheck, float]]:
+        with self._lock:
+            due = []
+            for name, state in self._services.items():
+                for check, interval, timeout in state.checks:
+                    if now - last_run.get(id(check), float("-inf")) >= interval:
+                        last_run[id(check)] = now
+                        due.append((name, check, timeout))
+            return due
+
+    # -- metrics ---------------------------------------------------------------------------------
+    def _register_gauges(self, meter_provider: Any) -> None:
+        meter = metrics.get_meter(sc.SCOPE_NAME, "0.1.0", meter_provider)
+        gauges = (
+            (sc.HEALTH_STATUS, self._observe_status),
+            (sc.HEALTH_SCORE, self._observe_score),
+            (sc.HEALTH_ERROR_RATIO, self._observe_errors),
+            (sc.HEALTH_RESPONSE_TIME, self._observe_latency),
+        )
+        for (name, unit, description), callback in gauges:
+            meter.create_observable_gauge(
+                name, callbacks=[callback], unit=unit, description=description
+            )
+
+    def _observe_status(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [
+            Observation(int(s.status == value), {sc.SERVICE: s.service, sc.STATUS: value})
+            for s in self.overall().services
+            for value in sc.HEALTH_STATUS_VALUES
+        ]
+
+    def _observe_score(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(s.score, {sc.SERVICE: s.service}) for s in self.overall().services]
+
+    def _observe_errors(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(s.error_rate, {sc.SERVICE: s.service}) for s in self.overall().services]
+
+    def _observe_latency(self, options: CallbackOptions) -> Iterable[Observation]:
+        found = []
+        for s in self.overall().services:
+            for quantile, value in (("0.5", s.response_time.p50), ("0.95", s.response_time.p95)):
+                if value is not None:
+                    found.append(Observation(value, {sc.SERVICE: s.service, sc.QUANTILE: quantile}))
+        return found
+
+
+def _worst_breaker(states: list[str]) -> str | None:
+    order = ("closed", "forced_closed", "half_open", "open", "forced_open")
+    return max(states, key=order.index) if states else None
+
+
+async def _run_one(check: HealthCheck, limit: float) -> bool:
+    """Run one check within ``limit`` seconds; sync checks run in a worker thread."""
+    try:
+        if inspect.iscoroutinefunction(check):
+            result = await asyncio.wait_for(check(), limit)
+        else:
+            result = await asyncio.wait_for(asyncio.to_thread(check), limit)
+            if inspect.isawaitable(result):
+                result = await asyncio.wait_for(result, limit)
+    except Exception:
+        return False
+    return result is not False
+
+
+class _CheckRunner:
+    """Schedules checks on their intervals, in a thread or as a task."""
+
+    def __init__(self, monitor: HealthMonitor) -> None:
+        self.monitor = monitor
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def _loop(self) -> None:
+        last_run: dict[int, float] = {}
+        monitor = self.monitor
+        while not self._stop.is_set():
+            due = monitor._due_checks(monitor._clock.monotonic(), last_run)
+            if due:
+                results = await asyncio.gather(
+                    *(_run_one(check, timeout) for _, check, timeout in due)
+                )
+                for (name, _, _), ok in zip(due, results, strict=True):
+                    monitor.record_check(name, ok)
+            await asyncio.sleep(min(0.25, monitor.config.check_interval))
+
+    def start_thread(self) -> None:
+        self._thread = threading.Thread(
+            target=lambda: asyncio.run(self._loop()), name="health-checks", daemon=True
+        )
+        self._thread.start()
+
+    def start_task(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+        if self._task is not None:
+            self._task.cancel()
+
+
+# -- built-in checks -------------------------------------------------------------------------------
+def http_check(url: str, *, expect: Iterable[int] = range(200, 400)) -> HealthCheck:
+    """GET ``url`` (plain httpx, no retries); healthy when the status is in ``expect``."""
+    import httpx
+
+    allowed = frozenset(expect)
+
+    async def check() -> bool:
+        async with httpx.AsyncClient() as client:
+            response = await client.get(url)
+        return response.status_code in allowed
+
+    return check
+
+
+def redis_check(client: Any) -> HealthCheck:
+    """PING a ``redis.Redis`` or ``redis.asyncio.Redis`` client."""
+    if inspect.iscoroutinefunction(client.ping):
+
+        async def check_async() -> bool:
+            return bool(await client.ping())
+
+        return check_async
+
+    def check_sync() -> bool:
+        return bool(client.ping())
+
+    return check_sync
+
+
+def postgres_check(target: Any) -> HealthCheck:
+    """``SELECT 1`` on an asyncpg pool or connection (wrapped or raw), or a DSN string."""
+
+    async def check() -> bool:
+        if isinstance(target, str):
+            import asyncpg
+
+            connection = await asyncpg.connect(target)
+            try:
+                return bool(await connection.fetchval("SELECT 1") == 1)
+            finally:
+                await connection.close()
+        raw = getattr(target, "raw", target)
+        return bool(await raw.fetchval("SELECT 1") == 1)
+
+    return check
+
+
+from ._health_http import HealthServer, health_app, serve_health  # noqa: E402  (needs HealthMonitor)
