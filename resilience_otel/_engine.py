@@ -253,7 +253,7 @@ class Engine:
             yield Sleep(delay, outcome.value)
         assert outcome is not None
         assert failure is not None
-        return self._failed(outcome, failure, attempt, started, replayable, describe)
+        return self._failed(outcome, failure, attempt, started, replayable, describe, allow_retry)
 
     def _next_delay(
         self,
@@ -343,11 +343,15 @@ class Engine:
         started: float,
         replayable: bool,
         describe: Callable[[], CallDescription],
+        allow_retry: bool,
     ) -> Final[T]:
         service = self.policy.service
         self._finished("failure", failure.error_class, attempt, self.clock.monotonic() - started)
-        retryable = failure.error_class in self.policy.retry.retry_on and (
-            replayable or not failure.sent
+        # "Exhausted" only when retrying was possible at all for this call and failure.
+        retryable = (
+            allow_retry
+            and failure.error_class in self.policy.retry.retry_on
+            and (replayable or not failure.sent)
         )
         if failure.error_class is ErrorClass.CRITICAL:
             reason = DeadLetterReason.CRITICAL

@@ -9,6 +9,7 @@ from resilience_otel import (
     CircuitOpenError,
     InMemoryDeadLetterQueue,
     Jitter,
+    Observer,
     Policy,
     ResilientTransport,
     RetriesExhaustedError,
@@ -75,3 +76,40 @@ def test_breaker_opening_during_the_wait_ends_with_the_last_error_and_true_attem
     assert isinstance(caught.value, httpx.ConnectError)
     assert caught.value.attempts == 1
     assert len(calls) == 1
+
+
+def test_a_call_that_may_not_retry_fails_with_its_own_error_not_exhausted() -> None:
+    """With allow_retry=False (a statement in a transaction) the error is not 'exhausted'."""
+    from resilience_otel._engine import CallDescription, Engine, run_sync
+    from resilience_otel.httpx import classify_http
+
+    class Counting(Observer):
+        exhausted = 0
+
+        def retries_exhausted(self, service: str, client: str, attempts: int) -> None:
+            self.exhausted += 1
+
+    observer = Counting()
+    engine = Engine(
+        Policy(service="tx", telemetry=False),
+        client="postgresql",
+        classify=classify_http,
+        clock=FakeClock(),
+        observers=[observer],
+    )
+    flow = engine.flow(
+        engine.new_breaker("tx"),
+        replayable=True,
+        describe=lambda: CallDescription("statement"),
+        allow_retry=False,
+    )
+    refused = httpx.ConnectError("refused")
+
+    def attempt(step: object) -> object:
+        raise refused
+
+    with pytest.raises(httpx.ConnectError) as caught:
+        run_sync(flow, attempt, lambda value: None, engine.clock)
+    assert caught.value is refused
+    assert not isinstance(caught.value, RetriesExhaustedError)
+    assert observer.exhausted == 0
