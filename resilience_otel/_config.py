@@ -441,6 +441,7 @@ class HealthConfig:
 
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
+        source: dict[str, str] = {}  # field -> "VAR='raw'", to name the variable on errors
         for var, fname, scale in (
             ("HEALTH_CHECK_INTERVAL", "check_interval", 1000.0),
             ("HEALTH_ALERT_THRESHOLD", "alert_threshold", 1.0),
@@ -452,9 +453,13 @@ class HealthConfig:
                 values[fname] = float(raw) / scale
             except ValueError as exc:
                 raise ConfigError(f"{var}={raw!r} is not a number", field=var) from exc
+            source[fname] = f"{var}={raw!r}"
         if "alert_threshold" in values:
             values.setdefault("degraded_threshold", max(values["alert_threshold"], 0.99))
         try:
             return cls(**values)
         except ConfigError as exc:
+            bad = source.get((exc.field or "").rpartition(".")[2])
+            if bad is not None:
+                raise ConfigError(f"{bad}: {exc}", field=bad.partition("=")[0]) from exc
             raise ConfigError(f"health environment variables: {exc}", field=exc.field) from exc

@@ -25,6 +25,9 @@ _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 class PostgresDeadLetterQueue:
     """Dead letters in a table that this queue creates; they survive process restarts.
 
+    The letter column is ``json`` rather than ``jsonb``: ``jsonb`` refuses the NUL characters
+    an error message may carry, and one refused letter would hold up every letter behind it.
+
     Args:
         dsn: the database to use (``postgresql://user@host:5432/db``).
         table: the table name (created if missing).
@@ -73,6 +76,8 @@ class PostgresDeadLetterQueue:
     def close(self, timeout: float = 5.0) -> bool:
         """Flush, stop the writer and close its connection."""
         flushed = self._outbox.close(timeout)
+        if self._loop.is_closed():  # closed before: closing again is harmless
+            return flushed
         if self._connection is not None:
             self._loop.run_until_complete(self._connection.close())
         self._loop.close()
@@ -105,7 +110,7 @@ class PostgresDeadLetterQueue:
         await connection.execute(
             f"CREATE TABLE IF NOT EXISTS {self.table} ("
             "id bigserial PRIMARY KEY, service text NOT NULL, reason text NOT NULL, "
-            "created_at timestamptz NOT NULL DEFAULT now(), letter jsonb NOT NULL)"
+            "created_at timestamptz NOT NULL DEFAULT now(), letter json NOT NULL)"
         )
 
     # -- replay ------------------------------------------------------------------------------------
@@ -134,7 +139,7 @@ class PostgresDeadLetterQueue:
                     break
                 last = row["id"]
                 try:
-                    await handler(letter_from_json(row["letter"], id=str(row["id"])))
+                    await handler(letter_from_json(row["letter"]))
                 except Exception:
                     await transaction.rollback()
                     failed += 1

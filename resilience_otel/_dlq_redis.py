@@ -95,15 +95,15 @@ class RedisStreamDeadLetterQueue:
         return int(self.client.xlen(self.stream))
 
     def _write(self, batch: list[DeadLetter]) -> None:
-        for letter in batch:
-            trimmed = self._xadd(
-                keys=[self.stream], args=[self.maxlen, letter.service, letter_to_json(letter)]
-            )
+        while batch:
+            letter = batch[0]
+            args: list[str | int] = [self.maxlen, letter.service, letter_to_json(letter)]
+            trimmed = self._xadd(keys=[self.stream], args=args)
+            del batch[0]  # stored: not to be written again if a later one fails
             for service in trimmed:
                 self.trimmed += 1
-                self._metrics.dead_letter_dropped(
-                    service.decode() if isinstance(service, bytes) else str(service)
-                )
+                name = service.decode() if isinstance(service, bytes) else str(service)
+                self._metrics.dead_letter_dropped(name)
 
     # -- replay -------------------------------------------------------------------------------
     def _ensure_group(self) -> None:
@@ -118,13 +118,34 @@ class RedisStreamDeadLetterQueue:
     def _batches(self) -> list[list[tuple[str, DeadLetter]]]:
         """Our pending entries, stale entries of other consumers, then new ones."""
         client: Any = self.client  # redis-py's reply types are too loose to be useful here
-        own = client.xreadgroup(self.group, self.consumer, {self.stream: "0"}, count=1000)
-        claimed = client.xautoclaim(
-            self.stream, self.group, self.consumer, int(self.claim_idle * 1000), "0-0", count=1000
-        )
-        new = client.xreadgroup(self.group, self.consumer, {self.stream: ">"}, count=1000)
-        entries = [e for _, items in own for e in items] + list(claimed[1])
-        entries += [e for _, items in new for e in items]
+        entries: list[Any] = []
+        after = "0"  # our own pending entries, page by page
+        while page := [
+            e
+            for _, items in client.xreadgroup(
+                self.group, self.consumer, {self.stream: after}, count=1000
+            )
+            for e in items
+        ]:
+            entries += page
+            after = page[-1][0]
+        start = "0-0"  # entries other consumers left pending too long, page by page
+        while True:
+            cursor, claimed, *_ = client.xautoclaim(
+                self.stream,
+                self.group,
+                self.consumer,
+                int(self.claim_idle * 1000),
+                start,
+                count=1000,
+            )
+            entries += claimed
+            if not claimed or cursor in (b"0-0", "0-0"):
+                break
+            start = cursor
+        # every new entry, not just the first thousand (the stream holds up to maxlen)
+        while new := client.xreadgroup(self.group, self.consumer, {self.stream: ">"}, count=1000):
+            entries += [e for _, items in new for e in items]
         seen: set[str] = set()
         batch: list[tuple[str, DeadLetter]] = []
         for entry_id, fields in entries:
@@ -133,7 +154,7 @@ class RedisStreamDeadLetterQueue:
                 continue
             seen.add(key)
             raw = fields.get(b"letter", fields.get("letter"))
-            batch.append((key, letter_from_json(raw, id=key)))
+            batch.append((key, letter_from_json(raw)))
         return [batch]
 
     def _done(self, entry_id: str) -> None:

@@ -144,6 +144,13 @@ def serve_health(
             self.end_headers()
             self.wfile.write(body)
 
+        def do_HEAD(self) -> None:
+            status, ctype, body = route(monitor, self.path, registry)
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+
         def log_message(self, format: str, *args: Any) -> None:  # keep probes out of stderr
             return
 

@@ -45,7 +45,7 @@ def letter_to_json(letter: DeadLetter) -> str:
 
 
 def letter_from_json(text: str | bytes, *, id: str | None = None) -> DeadLetter:
-    """The inverse of :func:`letter_to_json`; ``id`` overrides the stored id."""
+    """The inverse of :func:`letter_to_json`; ``id`` is used when none was stored."""
     data = json.loads(text)
     payload = data.get("payload")
     metadata: Mapping[str, str] = MappingProxyType(dict(data.get("metadata") or {}))
@@ -62,7 +62,7 @@ def letter_from_json(text: str | bytes, *, id: str | None = None) -> DeadLetter:
         trace_id=data.get("trace_id"),
         payload=None if payload is None else base64.b64decode(payload),
         metadata=metadata,
-        id=id if id is not None else str(data.get("id") or ""),
+        id=str(data.get("id") or id or ""),
     )
 
 
@@ -70,7 +70,9 @@ class Outbox:
     """A bounded buffer drained by a daemon thread into ``write``.
 
     Args:
-        write: stores a batch; raising keeps the batch buffered for another try.
+        write: stores a batch; raising keeps what is left of the batch buffered for another
+            try (a writer that stores letters one by one deletes each stored one from the
+            front of the list first, so none is written twice).
         name: for log messages.
         maxlen: the most letters buffered while the store is slow or down.
         retry_interval: seconds between tries while the store fails.
@@ -99,9 +101,13 @@ class Outbox:
         self._thread.start()
 
     def put(self, letter: DeadLetter) -> DeadLetter | None:
-        """Buffer ``letter``; returns the oldest letter if it had to be dropped."""
+        """Buffer ``letter``; returns the oldest letter if it had to be dropped (or ``letter``
+        itself after :meth:`close`: nothing would write it)."""
         dropped = None
         with self._cond:
+            if self._closed:
+                self.dropped += 1
+                return letter
             if len(self._buffer) >= self._maxlen:
                 dropped = self._buffer.popleft()
                 self.dropped += 1
@@ -133,7 +139,7 @@ class Outbox:
         with self._cond:
             while not self._buffer and not self._closed:
                 self._cond.wait()
-            if not self._buffer:
+            if not self._buffer or self._closed:  # closed: stop, even if the store is down
                 return None
             batch = [self._buffer.popleft() for _ in range(min(len(self._buffer), 100))]
             self._writing = len(batch)

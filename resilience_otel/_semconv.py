@@ -62,7 +62,7 @@ HEALTH_ERROR_RATIO: Final = (
 HEALTH_RESPONSE_TIME: Final = (
     "resilience.health.response_time",
     "s",
-    "Response time of a service in the health window, by quantile.",
+    "Response time of a service in the health window, by percentile (50, 95).",
 )
 DB_CLIENT_OPERATION_DURATION: Final = (
     "db.client.operation.duration",
@@ -113,7 +113,8 @@ STATE: Final = "state"
 FROM_STATE: Final = "from_state"
 TO_STATE: Final = "to_state"
 STATUS: Final = "status"
-QUANTILE: Final = "quantile"
+# Not "quantile": Prometheus reserves that label for summaries.
+PERCENTILE: Final = "percentile"
 
 CLIENT_VALUES: Final = frozenset({"http", "redis", "postgresql"})
 OUTCOME_VALUES: Final = frozenset({"success", "failure", "rejected"})

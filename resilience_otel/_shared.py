@@ -180,13 +180,14 @@ class SharedCircuitBreaker(CircuitBreaker):
     def acquire(self, now: float) -> int:
         if self._local(now):
             return super().acquire(now)
+        # Refresh a stale view in every state: an open or forced-open view must also learn of
+        # a reset or force_closed made by another process.
+        if now - self._fetched_at > self.store.sync_interval:
+            self._call(now, "sync", *self._take_pending())
+            if self._local(now):
+                return super().acquire(now)
         if self._shared is _CLOSED or self._shared is _FORCED_CLOSED:
-            if now - self._fetched_at > self.store.sync_interval:
-                self._call(now, "sync", *self._take_pending())
-                if self._local(now):
-                    return super().acquire(now)
-            if self._shared is _CLOSED or self._shared is _FORCED_CLOSED:
-                return -((self._shared_gen + 1) << 1)
+            return -((self._shared_gen + 1) << 1)
         return self._acquire_probe(now)
 
     def _acquire_probe(self, now: float) -> int:

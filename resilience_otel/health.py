@@ -198,7 +198,9 @@ class HealthMonitor(Observer):
 
     def status(self, service: str) -> HealthStatus:
         """The current health of ``service`` (a service never seen is healthy, with no data)."""
-        state = self._service(service)
+        state = self._services.get(service)
+        if state is None:  # reading must not register services (bounded memory)
+            state = _Service(ServiceWindow(self.config.window, 1))
         now = self._clock.monotonic()
         breakers = [b for b in (r() for r in state.breakers) if b is not None]
         breaker_state = _worst_breaker([b.state.value for b in breakers])
@@ -249,7 +251,8 @@ class HealthMonitor(Observer):
         return [b.snapshot() for b in (r() for r in refs) if b is not None]
 
     def _note_transition(self, state: _Service, result: HealthStatus) -> None:
-        previous, state.last_status = state.last_status, result.status
+        with self._lock:  # concurrent readers must not report one change twice
+            previous, state.last_status = state.last_status, result.status
         if previous is None or previous == result.status:
             return
         _log.info(
@@ -322,14 +325,15 @@ class HealthMonitor(Observer):
             self._runner = None
 
     def _due_checks(
-        self, now: float, last_run: dict[int, float]
+        self, now: float, last_run: dict[tuple[str, int], float]
     ) -> list[tuple[str, HealthCheck, float]]:
         with self._lock:
             due = []
             for name, state in self._services.items():
                 for check, interval, timeout in state.checks:
-                    if now - last_run.get(id(check), float("-inf")) >= interval:
-                        last_run[id(check)] = now
+                    key = (name, id(check))  # one callable may check several services
+                    if now - last_run.get(key, float("-inf")) >= interval:
+                        last_run[key] = now
                         due.append((name, check, timeout))
             return due
 
@@ -363,9 +367,11 @@ class HealthMonitor(Observer):
     def _observe_latency(self, options: CallbackOptions) -> Iterable[Observation]:
         found = []
         for s in self.overall().services:
-            for quantile, value in (("0.5", s.response_time.p50), ("0.95", s.response_time.p95)):
+            for percentile, value in (("50", s.response_time.p50), ("95", s.response_time.p95)):
                 if value is not None:
-                    found.append(Observation(value, {sc.SERVICE: s.service, sc.QUANTILE: quantile}))
+                    found.append(
+                        Observation(value, {sc.SERVICE: s.service, sc.PERCENTILE: percentile})
+                    )
         return found
 
 
@@ -398,7 +404,7 @@ class _CheckRunner:
         self._task: asyncio.Task[None] | None = None
 
     async def _loop(self) -> None:
-        last_run: dict[int, float] = {}
+        last_run: dict[tuple[str, int], float] = {}
         monitor = self.monitor
         while not self._stop.is_set():
             due = monitor._due_checks(monitor._clock.monotonic(), last_run)
@@ -408,7 +414,9 @@ class _CheckRunner:
                 )
                 for (name, _, _), ok in zip(due, results, strict=True):
                     monitor.record_check(name, ok)
-            await asyncio.sleep(min(0.25, monitor.config.check_interval))
+            with monitor._lock:  # wake up often enough for the shortest per-check interval
+                intervals = [i for s in monitor._services.values() for _, i, _ in s.checks]
+            await asyncio.sleep(min(0.25, monitor.config.check_interval, *intervals))
 
     def start_thread(self) -> None:
         self._thread = threading.Thread(
@@ -433,9 +441,11 @@ def http_check(url: str, *, expect: Iterable[int] = range(200, 400)) -> HealthCh
     import httpx
 
     allowed = frozenset(expect)
+    # Loading the CA bundle takes tens of ms of CPU: do it once here, not on the loop per run.
+    ssl_context = httpx.create_ssl_context()
 
     async def check() -> bool:
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncClient(verify=ssl_context) as client:
             response = await client.get(url)
         return response.status_code in allowed
 
@@ -444,7 +454,10 @@ def http_check(url: str, *, expect: Iterable[int] = range(200, 400)) -> HealthCh
 
 def redis_check(client: Any) -> HealthCheck:
     """PING a ``redis.Redis`` or ``redis.asyncio.Redis`` client."""
-    if inspect.iscoroutinefunction(client.ping):
+    # redis.asyncio's ping() is a plain def returning a coroutine; its execute_command is async.
+    if inspect.iscoroutinefunction(client.ping) or inspect.iscoroutinefunction(
+        getattr(client, "execute_command", None)
+    ):
 
         async def check_async() -> bool:
             return bool(await client.ping())

@@ -1,0 +1,261 @@
+"""Outbox (the bounded hand-off to a durable dead-letter store) and the letters' JSON form.
+
+No sockets: the "store" is a write function that can hang, fail a number of times, then
+succeed. Threads are coordinated with events, never with sleeps.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from types import MappingProxyType
+
+import pytest
+
+from resilience_otel._outbox import Outbox, letter_from_json, letter_to_json
+from resilience_otel.dlq import DeadLetter, DeadLetterReason
+
+WAIT = 5.0
+"""How long a test waits for the writer thread before failing, seconds."""
+
+
+def letter(operation: str = "POST https://api.test/v1/orders", **kwargs: object) -> DeadLetter:
+    fields: dict[str, object] = {
+        "service": "orders",
+        "operation": operation,
+        "reason": DeadLetterReason.RETRIES_EXHAUSTED,
+        "error_class": "transient",
+        "error_type": "503",
+        "message": "HTTP 503 Service Unavailable",
+        "attempts": 3,
+        "first_attempt_at": 1_767_225_600.125,
+        "failed_at": 1_767_225_601.5,
+        **kwargs,
+    }
+    return DeadLetter(**fields)  # type: ignore[arg-type]
+
+
+def ops(letters: list[DeadLetter | None]) -> list[str | None]:
+    return [None if x is None else x.operation for x in letters]
+
+
+class Store:
+    """A write function: may hang until released, fails ``failures`` times, then stores."""
+
+    def __init__(self, failures: int = 0, *, hang: bool = False) -> None:
+        self.failures = failures
+        self.attempts = 0
+        self.written: list[DeadLetter] = []
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        if not hang:
+            self.release.set()
+
+    def write(self, batch: list[DeadLetter]) -> None:
+        self.attempts += 1
+        self.entered.set()
+        assert self.release.wait(WAIT), "the test never released the store"
+        if self.failures > 0:
+            self.failures -= 1
+            raise ConnectionError("store down")
+        self.written.extend(batch)
+
+
+@pytest.fixture
+def outboxes() -> Iterator[list[Outbox]]:
+    """Outboxes made by a test; each is closed afterwards so no writer thread outlives it."""
+    made: list[Outbox] = []
+    yield made
+    for outbox in made:
+        outbox.close(timeout=0.01)
+
+
+def make(
+    outboxes: list[Outbox], store: Store, name: str = "test outbox", **kwargs: object
+) -> Outbox:
+    kwargs.setdefault("retry_interval", 0.0)
+    outbox = Outbox(store.write, name=name, **kwargs)  # type: ignore[arg-type]
+    outboxes.append(outbox)
+    return outbox
+
+
+# -- JSON -----------------------------------------------------------------------------------------
+def test_json_round_trip_keeps_every_field() -> None:
+    """payload bytes, metadata, trace id, reason, floats and the id all survive the round trip."""
+    original = letter(
+        message='naïve \u2603 "quoted"\nline',
+        payload=b"\x00\xff{binary}\n",
+        trace_id="0af7651916cd43dd8448eb211c80319c",
+        metadata={"method": "POST", "status_code": "503"},
+        reason=DeadLetterReason.CIRCUIT_OPEN,
+        id="a1b2c3",
+    )
+    restored = letter_from_json(letter_to_json(original))
+    assert restored == original
+    assert restored.reason is DeadLetterReason.CIRCUIT_OPEN
+    assert isinstance(restored.metadata, MappingProxyType)
+
+
+def test_json_round_trip_keeps_absent_payload_and_trace() -> None:
+    """A letter without payload, trace id or metadata comes back with None / empty values."""
+    restored = letter_from_json(letter_to_json(letter()))
+    assert restored.payload is None
+    assert restored.trace_id is None
+    assert dict(restored.metadata) == {}
+    assert restored.id == ""
+
+
+def test_json_is_plain_text_with_the_payload_in_base64() -> None:
+    """The serialised letter is one line of ASCII; the payload is base64, not raw bytes."""
+    text = letter_to_json(letter(payload=b"\xff\xfe"))
+    assert text.isascii()
+    assert "\n" not in text
+    assert '"payload":"//4="' in text
+
+
+def test_from_json_accepts_bytes() -> None:
+    """The stored form may come back as bytes (as Redis returns it)."""
+    original = letter(payload=b"body")
+    assert letter_from_json(letter_to_json(original).encode()) == original
+
+
+def test_from_json_keeps_the_stored_id_over_the_argument() -> None:
+    """The id recorded with the letter survives; ``id=`` only fills in a missing one."""
+    restored = letter_from_json(letter_to_json(letter(id="old")), id="1700000000000-0")
+    assert restored.id == "old"
+    assert letter_from_json(letter_to_json(letter(id="")), id="7").id == "7"
+
+
+# -- Outbox: writing -------------------------------------------------------------------------------
+def test_flush_returns_true_once_everything_is_written_in_order(outboxes: list[Outbox]) -> None:
+    """Letters put are written in order and flush() reports it."""
+    store = Store()
+    outbox = make(outboxes, store)
+    letters = [letter(f"op-{i}") for i in range(5)]
+    assert [outbox.put(x) for x in letters] == [None] * 5
+    assert outbox.flush(timeout=WAIT)
+    assert store.written == letters
+
+
+def test_put_never_blocks_while_the_store_hangs(outboxes: list[Outbox]) -> None:
+    """With the writer stuck inside write(), put() still returns at once, 50 times over."""
+    store = Store(hang=True)
+    outbox = make(outboxes, store)
+    outbox.put(letter("stuck"))
+    assert store.entered.wait(WAIT)
+    returned: list[DeadLetter | None] = []
+    putter = threading.Thread(
+        target=lambda: returned.extend(outbox.put(letter()) for _ in range(50))
+    )
+    putter.start()
+    putter.join(timeout=WAIT)
+    assert not putter.is_alive()
+    assert returned == [None] * 50
+    assert not store.release.is_set()  # the store really was hanging all along
+    store.release.set()
+
+
+def test_failed_writes_are_retried_and_order_is_kept(outboxes: list[Outbox]) -> None:
+    """A write failing three times then succeeding stores every letter once, in put order."""
+    store = Store(failures=3, hang=True)
+    outbox = make(outboxes, store)
+    letters = [letter(f"op-{i}") for i in range(6)]
+    outbox.put(letters[0])
+    assert store.entered.wait(WAIT)  # the first letter is being written (and will fail)
+    for item in letters[1:]:
+        outbox.put(item)
+    store.release.set()
+    assert outbox.flush(timeout=WAIT)
+    assert store.written == letters
+    assert store.attempts >= 4
+
+
+def test_flush_waits_for_the_batch_being_written(outboxes: list[Outbox]) -> None:
+    """While a batch is inside write() (buffer empty), flush() does not yet report success."""
+    store = Store(hang=True)
+    outbox = make(outboxes, store)
+    outbox.put(letter())
+    assert store.entered.wait(WAIT)
+    assert outbox.flush(timeout=0.02) is False
+    store.release.set()
+    assert outbox.flush(timeout=WAIT) is True
+
+
+def test_flush_times_out_while_the_store_keeps_failing(outboxes: list[Outbox]) -> None:
+    """flush() returns False after its timeout when the store never accepts the letters."""
+    store = Store(failures=10**9)
+    outbox = make(outboxes, store, retry_interval=0.001)
+    outbox.put(letter())
+    assert outbox.flush(timeout=0.05) is False
+    assert store.written == []
+
+
+def test_store_failure_logs_one_warning_while_it_lasts(
+    outboxes: list[Outbox], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Five failed tries in a row log a single warning naming the outbox."""
+    caplog.set_level(logging.WARNING, logger="resilience_otel")
+    store = Store(failures=5)
+    outbox = make(outboxes, store)
+    outbox.put(letter())
+    assert outbox.flush(timeout=WAIT)
+    warnings = [r for r in caplog.records if r.name == "resilience_otel"]
+    assert [r.levelno for r in warnings] == [logging.WARNING]
+    assert "test outbox" in warnings[0].getMessage()
+    assert store.attempts == 6
+
+
+# -- Outbox: bounded -------------------------------------------------------------------------------
+def test_full_buffer_drops_the_oldest_returns_it_and_counts(outboxes: list[Outbox]) -> None:
+    """With maxlen=3 and the store stuck, two more puts drop the two oldest buffered letters."""
+    store = Store(hang=True)
+    outbox = make(outboxes, store, maxlen=3)
+    outbox.put(letter("in-flight"))
+    assert store.entered.wait(WAIT)  # handed to the store: no longer in the buffer
+    returned = [outbox.put(letter(f"op-{i}")) for i in range(1, 6)]
+    assert ops(returned) == [None, None, None, "op-1", "op-2"]
+    assert outbox.dropped == 2
+    store.release.set()
+    assert outbox.flush(timeout=WAIT)
+    assert ops(list(store.written)) == ["in-flight", "op-3", "op-4", "op-5"]
+
+
+def test_letters_are_either_stored_or_returned_as_dropped(outboxes: list[Outbox]) -> None:
+    """Across failures and a full buffer, every letter is stored once or handed back by put()."""
+    store = Store(failures=2, hang=True)
+    outbox = make(outboxes, store, maxlen=4)
+    letters = [letter(f"op-{i}") for i in range(12)]
+    outbox.put(letters[0])
+    assert store.entered.wait(WAIT)
+    dropped = [d for d in (outbox.put(x) for x in letters[1:]) if d is not None]
+    store.release.set()
+    assert outbox.flush(timeout=WAIT)
+    assert sorted(ops([*store.written, *dropped])) == sorted(ops(list(letters)))
+    assert outbox.dropped == len(dropped)
+
+
+# -- Outbox: closing -------------------------------------------------------------------------------
+def writer_threads(name: str) -> list[threading.Thread]:
+    """Live writer threads of the outbox called ``name``."""
+    return [t for t in threading.enumerate() if t.name == f"{name}-writer"]
+
+
+def test_close_flushes_then_stops_the_writer(outboxes: list[Outbox]) -> None:
+    """close() writes what is buffered, returns True and leaves no writer thread running."""
+    store = Store()
+    outbox = make(outboxes, store, name="closing outbox")
+    outbox.put(letter())
+    assert outbox.close(timeout=WAIT) is True
+    assert len(store.written) == 1
+    assert writer_threads("closing outbox") == []
+
+
+def test_close_stops_the_writer_even_while_the_store_fails(outboxes: list[Outbox]) -> None:
+    """With the store down, close() returns False and the writer stops trying."""
+    store = Store(failures=10**9)
+    outbox = make(outboxes, store, name="failing outbox", retry_interval=0.001)
+    outbox.put(letter())
+    assert outbox.close(timeout=0.02) is False
+    assert writer_threads("failing outbox") == []
+    assert store.written == []
