@@ -189,7 +189,14 @@ class CircuitBreaker:
             elif state is _CLOSED or state is _FORCED_CLOSED:
                 window = self._window
                 window.add(now, 1, int(failure), int(slow))
-                if state is _CLOSED and self._should_trip(window):
+                # A success only lowers the ratios, except as the call that reaches
+                # minimum_calls (the first moment a rate is judged): check then, and on
+                # every failure or slow call.
+                if (
+                    state is _CLOSED
+                    and (failure or slow or window.calls == cfg.minimum_calls)
+                    and self._should_trip(window)
+                ):
                     change = self._transition(_OPEN, now)
         if change is not None:
             self._notify(change)

@@ -53,6 +53,8 @@ def _is_sensitive(key: str, extra: frozenset[str]) -> bool:
 def redact_url(url: str, sensitive_keys: Iterable[str] = ()) -> str:
     """``url`` with userinfo replaced by ``REDACTED:REDACTED`` and sensitive query values
     replaced by ``REDACTED``; the fragment is dropped."""
+    if "@" not in url and "?" not in url and "#" not in url:
+        return url  # nothing to hide: skip the parse (this runs on every attempt)
     extra = frozenset(k.lower() for k in sensitive_keys)
     try:
         parts = urlsplit(url)

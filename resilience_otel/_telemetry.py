@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context, metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.metrics._internal import _ProxyMeterProvider
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from . import _semconv as sc
@@ -69,6 +70,8 @@ class Telemetry:
     """
 
     def __init__(self, tracer_provider: Any = None, meter_provider: Any = None) -> None:
+        self._own_tracer_provider = tracer_provider is not None
+        self._own_meter_provider = meter_provider is not None
         self.tracer = trace.get_tracer(sc.SCOPE_NAME, _VERSION, tracer_provider)
         meter = metrics.get_meter(sc.SCOPE_NAME, _VERSION, meter_provider)
         self.calls = meter.create_counter(sc.CALLS[0], sc.CALLS[1], sc.CALLS[2])
@@ -102,6 +105,22 @@ class Telemetry:
             callbacks=[self._observe_breakers],
             unit=sc.BREAKER_STATE[1],
             description=sc.BREAKER_STATE[2],
+        )
+
+    def tracing_live(self) -> bool:
+        """Whether spans can go anywhere: a provider was given or the global one is set.
+
+        Until an SDK is installed the API hands out proxies that record nothing; skipping
+        the span work then keeps telemetry nearly free.
+        """
+        return self._own_tracer_provider or not isinstance(
+            trace.get_tracer_provider(), trace.ProxyTracerProvider
+        )
+
+    def metrics_live(self) -> bool:
+        """Whether measurements can go anywhere (see :meth:`tracing_live`)."""
+        return self._own_meter_provider or not isinstance(
+            metrics.get_meter_provider(), _ProxyMeterProvider
         )
 
     @staticmethod
@@ -159,8 +178,10 @@ class MetricsObserver(Observer):
         attempts: int,
         duration: float,
     ) -> None:
-        klass = "none" if error_class is None else error_class.value
         t = self.telemetry
+        if not t.metrics_live():
+            return
+        klass = "none" if error_class is None else error_class.value
         t.calls.add(
             1,
             self._attrs(

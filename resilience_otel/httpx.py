@@ -248,8 +248,16 @@ class _Shell:
         )
 
     def prepare(self, request: httpx.Request, original: Any, step: Attempt) -> None:
-        if step.timeout is not None:
-            request.extensions["timeout"] = _capped_timeouts(original, max(step.timeout, 0.0))
+        limit = step.timeout
+        if limit is None:
+            return
+        if original and all(
+            (value := original.get(key)) is not None and value <= limit
+            for key in ("connect", "read", "write", "pool")
+        ):
+            request.extensions["timeout"] = original  # already within the limit: no copy
+            return
+        request.extensions["timeout"] = _capped_timeouts(original, max(limit, 0.0))
 
     def label_borrowed(
         self, step: Attempt, response: httpx.Response | None, error: Exception | None
@@ -262,17 +270,12 @@ class _Shell:
         if failure is not None:
             trace_.span.set_attribute(RESILIENCE_ERROR_CLASS, failure.error_class.value)
 
-    def rebuilt(
-        self, response: httpx.Response, request: httpx.Request, body: bytes
-    ) -> httpx.Response:
-        # A fresh response over the buffered body, so httpx's client reads and times it as usual.
-        return httpx.Response(
-            response.status_code,
-            headers=response.headers,
-            stream=httpx.ByteStream(body),
-            extensions=response.extensions,
-            request=request,
-        )
+    @staticmethod
+    def buffered(response: httpx.Response, body: list[bytes]) -> httpx.Response:
+        # The same response over the body read so far: httpx's client then reads (and times)
+        # it as usual, and nothing is copied but the bytes.
+        response.stream = httpx.ByteStream(b"".join(body))
+        return response
 
 
 def _call_timed_out(request: httpx.Request, step: Attempt) -> httpx.ReadTimeout:
@@ -355,7 +358,7 @@ class ResilientTransport(httpx.BaseTransport):
         shell = self._shell
         shell.prepare(request, original_timeout, step)
         telemetry = shell.engine.telemetry
-        if telemetry is None or instrumentation_suppressed():
+        if telemetry is None or not telemetry.tracing_live() or instrumentation_suppressed():
             return self._exchange(request, step)
         wrapper = self._otel_attempt_wrapper
         if wrapper is not None:
@@ -386,19 +389,20 @@ class ResilientTransport(httpx.BaseTransport):
     def _exchange(self, request: httpx.Request, step: Attempt) -> httpx.Response:
         shell = self._shell
         response = self._transport.handle_request(request)
-        if not shell.read_body:
-            return response
+        stream = response.stream
+        if not shell.read_body or isinstance(stream, httpx.ByteStream):
+            return response  # streaming asked for, or the body is already in memory
         clock = shell.engine.clock
         deadline = None if step.timeout is None else clock.monotonic() + step.timeout
         chunks: list[bytes] = []
         try:
-            for chunk in response.stream:  # type: ignore[union-attr]
+            for chunk in stream:  # type: ignore[union-attr]
                 chunks.append(chunk)
                 if deadline is not None and clock.monotonic() > deadline:
                     raise _call_timed_out(request, step)
         finally:
-            response.close()
-        return shell.rebuilt(response, request, b"".join(chunks))
+            stream.close()  # type: ignore[union-attr]
+        return shell.buffered(response, chunks)
 
     def close(self) -> None:
         self._transport.close()
@@ -475,7 +479,7 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
     async def _traced(self, request: httpx.Request, step: Attempt) -> httpx.Response:
         shell = self._shell
         telemetry = shell.engine.telemetry
-        if telemetry is None or instrumentation_suppressed():
+        if telemetry is None or not telemetry.tracing_live() or instrumentation_suppressed():
             return await self._exchange(request, step)
         wrapper = self._otel_attempt_wrapper
         if wrapper is not None:
@@ -507,15 +511,16 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
 
     async def _exchange(self, request: httpx.Request, step: Attempt) -> httpx.Response:
         response = await self._transport.handle_async_request(request)
-        if not self._shell.read_body:
-            return response
+        stream = response.stream
+        if not self._shell.read_body or isinstance(stream, httpx.ByteStream):
+            return response  # streaming asked for, or the body is already in memory
         chunks: list[bytes] = []
         try:
-            async for chunk in response.stream:  # type: ignore[union-attr]
+            async for chunk in stream:  # type: ignore[union-attr]
                 chunks.append(chunk)
         finally:
-            await response.aclose()
-        return self._shell.rebuilt(response, request, b"".join(chunks))
+            await stream.aclose()  # type: ignore[union-attr]
+        return self._shell.buffered(response, chunks)
 
     async def aclose(self) -> None:
         await self._transport.aclose()
