@@ -38,32 +38,34 @@ __all__ = ["InstrumentationAwareMethod", "start_attempt_span", "suppressed_http"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
-def _attempt_attributes(request: httpx.Request, step: Attempt, service: str) -> dict[str, Any]:
+def _metric_attributes(request: httpx.Request) -> dict[str, Any]:
+    """The attributes of the duration metric (and the start of the span's)."""
     url = request.url
     method = request.method
-    known = method in sc.HTTP_METHODS
-    attributes: dict[str, Any] = {
-        sc.HTTP_REQUEST_METHOD: method if known else "_OTHER",
+    return {
+        sc.HTTP_REQUEST_METHOD: method if method in sc.HTTP_METHODS else "_OTHER",
         sc.SERVER_ADDRESS: url.host,
         sc.SERVER_PORT: url.port or _DEFAULT_PORTS.get(url.scheme, 0),
-        sc.URL_FULL: redact_url(str(url)),
         sc.URL_SCHEME: url.scheme,
+    }
+
+
+def _attempt_attributes(
+    request: httpx.Request, step: Attempt, service: str, metric: dict[str, Any]
+) -> dict[str, Any]:
+    method = request.method
+    attributes: dict[str, Any] = {
+        **metric,
+        sc.URL_FULL: redact_url(str(request.url)),
         sc.RESILIENCE_SERVICE: service,
         sc.RESILIENCE_ATTEMPT: step.number,
         sc.RESILIENCE_BREAKER_STATE: step.breaker_state.value,
     }
-    if not known:
+    if method not in sc.HTTP_METHODS:
         attributes[sc.HTTP_REQUEST_METHOD_ORIGINAL] = method
     if step.number > 1:
         attributes[sc.HTTP_REQUEST_RESEND_COUNT] = step.number - 1
     return attributes
-
-
-def _metric_attributes(span_attributes: dict[str, Any]) -> dict[str, Any]:
-    return {
-        key: span_attributes[key]
-        for key in (sc.HTTP_REQUEST_METHOD, sc.SERVER_ADDRESS, sc.SERVER_PORT, sc.URL_SCHEME)
-    }
 
 
 def start_attempt_span(
@@ -75,7 +77,8 @@ def start_attempt_span(
     Returns:
         The context token to hand to ``opentelemetry.context.detach`` after the attempt.
     """
-    attributes = _attempt_attributes(request, step, service)
+    metric = _metric_attributes(request)
+    attributes = _attempt_attributes(request, step, service, metric)
     name = request.method if request.method in sc.HTTP_METHODS else "HTTP"
     links = None
     if step.previous is not None:
@@ -83,11 +86,22 @@ def start_attempt_span(
     span = telemetry.tracer.start_span(
         name, kind=SpanKind.CLIENT, attributes=attributes, links=links
     )
-    step.trace = AttemptTrace(span, _metric_attributes(attributes), owned=True)
+    step.trace = AttemptTrace(span, dict(metric), owned=True)
     ctx = trace.set_span_in_context(span)
     ctx = context.set_value(SUPPRESS_HTTP_INSTRUMENTATION_KEY, True, ctx)
     propagate.inject(request.headers, context=ctx)
     return context.attach(ctx)
+
+
+def metrics_only_trace(telemetry: Telemetry, request: httpx.Request, step: Attempt) -> bool:
+    """Without a tracer provider, still label the attempt for the duration metric.
+
+    Returns whether there is anything to record (a meter provider is live).
+    """
+    if not telemetry.metrics_live():
+        return False
+    step.trace = AttemptTrace(trace.INVALID_SPAN, _metric_attributes(request), owned=False)
+    return True
 
 
 def note_response(step: Attempt, response: httpx.Response) -> None:

@@ -32,6 +32,7 @@ from ._exceptions import CircuitOpenError, mix_with
 from ._http_telemetry import (
     InstrumentationAwareMethod,
     adopt_current_span,
+    metrics_only_trace,
     note_response,
     start_attempt_span,
     suppressed_http,
@@ -358,12 +359,18 @@ class ResilientTransport(httpx.BaseTransport):
         shell = self._shell
         shell.prepare(request, original_timeout, step)
         telemetry = shell.engine.telemetry
-        if telemetry is None or not telemetry.tracing_live() or instrumentation_suppressed():
+        if telemetry is None or instrumentation_suppressed():
             return self._exchange(request, step)
         wrapper = self._otel_attempt_wrapper
         if wrapper is not None:
             borrowed = partial(self._exchange_in_their_span, step)
             response: httpx.Response = wrapper(borrowed, self._transport, (request,), {})
+            return response
+        if not telemetry.tracing_live():  # no SDK for spans: at most the duration metric
+            if not metrics_only_trace(telemetry, request, step):
+                return self._exchange(request, step)
+            response = self._exchange(request, step)
+            note_response(step, response)
             return response
         token = start_attempt_span(telemetry, request, step, shell.service)
         try:
@@ -479,12 +486,18 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
     async def _traced(self, request: httpx.Request, step: Attempt) -> httpx.Response:
         shell = self._shell
         telemetry = shell.engine.telemetry
-        if telemetry is None or not telemetry.tracing_live() or instrumentation_suppressed():
+        if telemetry is None or instrumentation_suppressed():
             return await self._exchange(request, step)
         wrapper = self._otel_attempt_wrapper
         if wrapper is not None:
             borrowed = partial(self._exchange_in_their_span, step)
             response: httpx.Response = await wrapper(borrowed, self._transport, (request,), {})
+            return response
+        if not telemetry.tracing_live():  # no SDK for spans: at most the duration metric
+            if not metrics_only_trace(telemetry, request, step):
+                return await self._exchange(request, step)
+            response = await self._exchange(request, step)
+            note_response(step, response)
             return response
         token = start_attempt_span(telemetry, request, step, shell.service)
         try:
