@@ -11,6 +11,7 @@ import argparse
 import math
 from typing import TYPE_CHECKING
 
+from . import alerts, grafana
 from ._demo import SCENARIOS, run_demo
 
 if TYPE_CHECKING:
@@ -69,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_demo(commands)
+    alerts.add_cli(commands)
+    grafana.add_cli(commands)
     return parser
 
 

@@ -1,0 +1,422 @@
+"""Grafana dashboards: build them from code, write them to disk, import them into Grafana.
+
+The dashboards are defined in :mod:`._dashboards` with grafana-foundation-sdk; the committed
+files in ``dashboards/`` are their output (a test fails on drift). On the command line::
+
+    resilience-otel dashboards generate [--output-dir dashboards]
+    resilience-otel dashboards import --url URL [--token T | --user U --password P]
+                                      [--folder NAME] [--message TEXT]
+
+Everything here needs the ``grafana`` extra (grafana-foundation-sdk, grafana-client), imported
+only when a function runs, so the rest of the package and its CLI work without it.
+
+Importing is idempotent: each dashboard is fetched first and only saved when its JSON (ignoring
+Grafana's ``id`` and ``version``) or its folder differ, so a second import reports every
+dashboard ``unchanged`` and sends no save at all (Grafana's version history stays clean).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http
+import json
+import os
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from grafana_client import GrafanaApi
+
+__all__ = [
+    "DEFAULT_FOLDER",
+    "DEFAULT_MESSAGE",
+    "DashboardImport",
+    "GrafanaImportError",
+    "ImportReport",
+    "add_cli",
+    "build_dashboards",
+    "import_dashboards",
+    "render_dashboard",
+    "write_dashboards",
+]
+
+JsonObject = dict[str, object]
+ImportAction = Literal["created", "updated", "unchanged"]
+
+DEFAULT_FOLDER = "Resilience"
+DEFAULT_MESSAGE = "Provisioned by resilience-otel"
+# Set by Grafana on every save; not part of what we generate.
+_SERVER_FIELDS = frozenset({"id", "version"})
+_HINTS = {
+    401: "check the token or the user and password",
+    403: "the credentials may not create folders or save dashboards",
+    404: "is the URL the Grafana base URL?",
+    412: "version mismatch: the dashboard changed in Grafana meanwhile, or another "
+    "dashboard in the folder has the same title",
+}
+
+
+class GrafanaImportError(RuntimeError):
+    """Importing into Grafana failed; the message names the dashboard (or folder) and status.
+
+    Attributes:
+        dashboard: uid of the dashboard being imported, ``None`` for the folder step.
+        status: HTTP status Grafana answered with, ``None`` when there was no answer.
+    """
+
+    def __init__(self, message: str, *, dashboard: str | None, status: int | None) -> None:
+        super().__init__(message)
+        self.dashboard = dashboard
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DashboardImport:
+    """What importing one dashboard did.
+
+    ``version`` and ``url`` are what Grafana reports for the saved (or unchanged) dashboard.
+    """
+
+    uid: str
+    title: str
+    action: ImportAction
+    version: int | None
+    url: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ImportReport:
+    """The outcome of :func:`import_dashboards`: the folder used and one entry per dashboard."""
+
+    folder: str
+    folder_uid: str
+    folder_created: bool
+    dashboards: tuple[DashboardImport, ...]
+
+    def action(self, uid: str) -> ImportAction:
+        """What happened to the dashboard ``uid``; ``KeyError`` if it was not imported."""
+        for item in self.dashboards:
+            if item.uid == uid:
+                return item.action
+        raise KeyError(uid)
+
+
+# -- build and write -----------------------------------------------------------------------------
+def build_dashboards() -> dict[str, JsonObject]:
+    """Every dashboard as Grafana's JSON model, keyed by uid (needs the ``grafana`` extra)."""
+    from grafana_foundation_sdk.cog.encoder import JSONEncoder
+
+    from ._dashboards import overview_dashboard, service_dashboard
+
+    models: dict[str, JsonObject] = {}
+    for board in (overview_dashboard(), service_dashboard()):
+        # The round trip turns SDK objects and enums into plain JSON values.
+        model: JsonObject = json.loads(json.dumps(board.build(), cls=JSONEncoder))
+        models[str(model["uid"])] = model
+    return models
+
+
+def render_dashboard(model: Mapping[str, object]) -> str:
+    """A dashboard's JSON as committed: two-space indent, sorted keys, trailing newline."""
+    return json.dumps(model, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def write_dashboards(
+    directory: str | os.PathLike[str],
+    dashboards: Mapping[str, Mapping[str, object]] | None = None,
+) -> list[Path]:
+    """Write each dashboard to ``directory/<uid>.json``; return the paths written.
+
+    Args:
+        directory: created when missing.
+        dashboards: uid -> JSON model; ``None`` builds them with :func:`build_dashboards`.
+    """
+    models = build_dashboards() if dashboards is None else dashboards
+    target = Path(directory)
+    target.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for uid, model in sorted(models.items()):
+        path = target / f"{uid}.json"
+        path.write_text(render_dashboard(model), encoding="utf-8")
+        paths.append(path)
+    return paths
+
+
+# -- import --------------------------------------------------------------------------------------
+def import_dashboards(
+    url: str,
+    *,
+    token: str | None = None,
+    user: str | None = None,
+    password: str | None = None,
+    folder: str = DEFAULT_FOLDER,
+    message: str = DEFAULT_MESSAGE,
+    dashboards: Mapping[str, Mapping[str, object]] | None = None,
+    timeout: float = 10.0,
+) -> ImportReport:
+    """Create or update the dashboards in the Grafana at ``url``, in the folder titled ``folder``.
+
+    The folder is created when no top-level folder has that title. Each dashboard is saved with
+    ``overwrite`` and ``message`` (shown in Grafana's version history) unless Grafana already
+    holds the same JSON in that folder; see the module docstring.
+
+    Args:
+        url: Grafana's base URL, e.g. ``http://localhost:3000``.
+        token: service account token (sent as ``Authorization: Bearer``).
+        user, password: basic authentication instead of a token.
+        folder: title of the folder to import into.
+        message: commit message for each saved dashboard.
+        dashboards: uid -> JSON model; ``None`` imports :func:`build_dashboards`.
+        timeout: seconds per HTTP request.
+
+    Raises:
+        ValueError: both a token and a user were given, or a user without a password.
+        GrafanaImportError: Grafana refused a request or could not be reached.
+    """
+    credential = _credential(token, user, password)
+    models = build_dashboards() if dashboards is None else dashboards
+
+    from grafana_client import GrafanaApi
+
+    api = GrafanaApi.from_url(url, credential=credential, timeout=timeout)
+    try:
+        # Read everything first: a bad credential fails before anything is created.
+        current = {uid: _fetch(api, uid, _title(uid, model)) for uid, model in models.items()}
+        folder_uid, folder_created = _ensure_folder(api, folder)
+        results = tuple(
+            _save(api, uid, model, current[uid], folder_uid=folder_uid, message=message)
+            for uid, model in models.items()
+        )
+    finally:
+        api.client.s.close()  # grafana-client offers no close(); its HTTP session is `s`
+    return ImportReport(
+        folder=folder, folder_uid=folder_uid, folder_created=folder_created, dashboards=results
+    )
+
+
+def _credential(
+    token: str | None, user: str | None, password: str | None
+) -> str | tuple[str, str] | None:
+    if token and user:
+        raise ValueError("pass either a token or a user and password, not both")
+    if user:
+        if password is None:
+            raise ValueError(f"user {user!r} needs a password")
+        return (user, password)
+    return token or None
+
+
+def _title(uid: str, model: Mapping[str, object]) -> str:
+    return str(model.get("title") or uid)
+
+
+@contextmanager
+def _grafana_errors(what: str, *, dashboard: str | None) -> Iterator[None]:
+    """Turn grafana-client's and the network's errors into a :class:`GrafanaImportError`."""
+    from grafana_client.client import GrafanaException
+
+    try:
+        yield
+    except GrafanaException as exc:
+        status = int(exc.status_code) or None  # grafana-client uses 0 for "no response"
+        raise GrafanaImportError(
+            f"{what}: {_describe(status)}: {exc.message}", dashboard=dashboard, status=status
+        ) from exc
+    except OSError as exc:  # niquests' connection errors are OSErrors
+        raise GrafanaImportError(
+            f"{what}: cannot reach Grafana: {exc}", dashboard=dashboard, status=None
+        ) from exc
+
+
+def _describe(status: int | None) -> str:
+    if status is None:
+        return "no answer from Grafana"
+    try:
+        text = f"HTTP {status} {http.HTTPStatus(status).phrase}"
+    except ValueError:
+        text = f"HTTP {status}"
+    hint = "Grafana server error" if status >= 500 else _HINTS.get(status)
+    return f"{text} ({hint})" if hint else text
+
+
+def _fetch(api: GrafanaApi, uid: str, title: str) -> JsonObject | None:
+    """Grafana's ``{"dashboard": ..., "meta": ...}`` for ``uid``, ``None`` if it has none."""
+    from grafana_client.client import GrafanaClientError
+
+    with _grafana_errors(f"reading dashboard {title!r} (uid {uid})", dashboard=uid):
+        try:
+            answer: object = api.dashboard.get_dashboard(uid)
+        except GrafanaClientError as exc:
+            if exc.status_code == 404:
+                return None
+            raise
+    return answer if isinstance(answer, dict) else None
+
+
+def _ensure_folder(api: GrafanaApi, title: str) -> tuple[str, bool]:
+    """The uid of the top-level folder titled ``title``, and whether it had to be created."""
+    with _grafana_errors(f"finding or creating folder {title!r}", dashboard=None):
+        folders: object = api.folder.get_all_folders()
+        for item in folders if isinstance(folders, list) else []:
+            if isinstance(item, dict) and item.get("title") == title:
+                return str(item["uid"]), False
+        created: object = api.folder.create_folder(title)
+    if not isinstance(created, dict) or "uid" not in created:
+        raise GrafanaImportError(
+            f"creating folder {title!r}: unexpected answer {created!r}", dashboard=None, status=None
+        )
+    return str(created["uid"]), True
+
+
+def _save(
+    api: GrafanaApi,
+    uid: str,
+    model: Mapping[str, object],
+    current: JsonObject | None,
+    *,
+    folder_uid: str,
+    message: str,
+) -> DashboardImport:
+    """Save ``model`` unless ``current`` (what Grafana holds) already matches it."""
+    title = _title(uid, model)
+    dashboard = {**_without_server_fields(model), "uid": uid}
+    if current is not None and _unchanged(current, dashboard, folder_uid):
+        return DashboardImport(
+            uid=uid,
+            title=title,
+            action="unchanged",
+            version=_int_or_none(_get(current, "dashboard", "version")),
+            url=_str_or_none(_get(current, "meta", "url")),
+        )
+    payload = {
+        "dashboard": dashboard,
+        "folderUid": folder_uid,
+        "overwrite": True,
+        "message": message,
+    }
+    with _grafana_errors(f"saving dashboard {title!r} (uid {uid})", dashboard=uid):
+        answer: object = api.dashboard.update_dashboard(payload)
+    saved: Mapping[str, object] = answer if isinstance(answer, dict) else {}
+    return DashboardImport(
+        uid=uid,
+        title=title,
+        action="created" if current is None else "updated",
+        version=_int_or_none(saved.get("version")),
+        url=_str_or_none(saved.get("url")),
+    )
+
+
+def _without_server_fields(model: Mapping[str, object]) -> JsonObject:
+    return {key: value for key, value in model.items() if key not in _SERVER_FIELDS}
+
+
+def _unchanged(current: Mapping[str, object], dashboard: JsonObject, folder_uid: str) -> bool:
+    stored = current.get("dashboard")
+    if not isinstance(stored, dict):
+        return False
+    return (
+        _without_server_fields(stored) == dashboard
+        and _get(current, "meta", "folderUid") == folder_uid
+    )
+
+
+def _get(data: Mapping[str, object], outer: str, inner: str) -> object:
+    section = data.get(outer)
+    return section.get(inner) if isinstance(section, dict) else None
+
+
+def _int_or_none(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _str_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+# -- command line --------------------------------------------------------------------------------
+def add_cli(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``resilience-otel dashboards generate|import`` on ``commands``."""
+    parser = commands.add_parser(
+        "dashboards",
+        help="generate the Grafana dashboards or import them into Grafana",
+        description="Generate the Grafana dashboards as JSON or import them into Grafana "
+        "(needs the grafana extra).",
+    )
+    actions = parser.add_subparsers(dest="dashboards_command", required=True, metavar="ACTION")
+    generate = actions.add_parser(
+        "generate",
+        help="write the dashboards as JSON files",
+        description="Write each dashboard to DIR/<uid>.json.",
+    )
+    generate.add_argument(
+        "--output-dir",
+        type=Path,
+        default=Path("dashboards"),
+        metavar="DIR",
+        help="directory to write to (default: %(default)s)",
+    )
+    generate.set_defaults(handler=_cmd_generate)
+    load = actions.add_parser(
+        "import",
+        help="create or update the dashboards in a Grafana",
+        description="Create or update the dashboards in a folder of a Grafana; unchanged "
+        "dashboards are left alone.",
+    )
+    load.add_argument("--url", required=True, help="Grafana base URL, e.g. http://localhost:3000")
+    auth = load.add_mutually_exclusive_group()
+    auth.add_argument("--token", help="service account token (default: $GRAFANA_TOKEN)")
+    auth.add_argument("--user", help="user for basic authentication instead of a token")
+    load.add_argument("--password", help="password for --user")
+    load.add_argument(
+        "--folder", default=DEFAULT_FOLDER, help="folder title (default: %(default)s)"
+    )
+    load.add_argument(
+        "--message", default=DEFAULT_MESSAGE, help="version message (default: %(default)s)"
+    )
+    load.set_defaults(handler=_cmd_import)
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    try:
+        paths = write_dashboards(args.output_dir)
+    except ImportError as exc:
+        return _missing_extra(exc)
+    for path in paths:
+        print(path)
+    return 0
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    token: str | None = None if args.user else args.token or os.environ.get("GRAFANA_TOKEN")
+    try:
+        report = import_dashboards(
+            args.url,
+            token=token,
+            user=args.user,
+            password=args.password,
+            folder=args.folder,
+            message=args.message,
+        )
+    except ImportError as exc:
+        return _missing_extra(exc)
+    except (ValueError, GrafanaImportError) as exc:
+        print(f"resilience-otel dashboards import: error: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, ValueError) else 1
+    state = "created" if report.folder_created else "exists"
+    print(f"folder {report.folder!r} ({state}, uid {report.folder_uid})")
+    for item in report.dashboards:
+        print(f"{item.action:<10}{item.uid}  {item.title}")
+    return 0
+
+
+def _missing_extra(exc: ImportError) -> int:
+    print(
+        f"resilience-otel dashboards: {exc}; install the grafana extra: "
+        "pip install 'resilience-otel[grafana]'",
+        file=sys.stderr,
+    )
+    return 1
