@@ -921,17 +921,21 @@ async def test_async_latency_beyond_call_timeout_is_cancelled_and_retried(
     proxy: FaultProxy, otel: Otel
 ) -> None:
     """Replies slower than call_timeout: asyncio.timeout cancels, GET is retried, both count."""
-    policy = fast_policy(max_attempts=2, call_timeout=0.1)
+    policy = fast_policy(max_attempts=2, call_timeout=0.3)
     async with async_client(proxy.port, policy, **otel.providers) as client:
         await client.ping()
-        proxy.set_mode(LATENCY, latency=0.3)
+        # Counted from here: on a loaded machine even the warm-up ping may be slow.
+        failures_before = breaker_of(client).snapshot().failures
+        retries_before = sum(p.value for _, p in otel.points("resilience.retries"))
+        proxy.set_mode(LATENCY, latency=0.8)
         with pytest.raises(TimeoutError) as caught:
             await client.get("k")
-        assert breaker_of(client).snapshot().failures == 2
+        assert breaker_of(client).snapshot().failures - failures_before == 2
     assert isinstance(caught.value, RetriesExhaustedError)
     assert caught.value.attempts == 2
     retries = otel.points("resilience.retries")
-    assert [(a["reason"], p.value) for a, p in retries] == [("timeout", 1)]
+    assert {a["reason"] for a, _ in retries} == {"timeout"}
+    assert sum(p.value for _, p in retries) - retries_before == 1
 
 
 def test_sync_write_timing_out_is_not_retried(proxy: FaultProxy, own_raw: redis.Redis) -> None:
