@@ -86,6 +86,7 @@ class CircuitBreaker:
         self._probes_in_flight = 0
         self._probe_successes = 0
         self._listeners: list[Callable[[StateChange], None]] = []
+        self._forwarding: set[int] = set()
 
     # -- reading -----------------------------------------------------------------------
     @property
@@ -127,6 +128,15 @@ class CircuitBreaker:
     def add_listener(self, listener: Callable[[StateChange], None]) -> None:
         """Call ``listener`` after every state change (outside the breaker's lock)."""
         self._listeners.append(listener)
+
+    def claim_forwarding(self, key: int) -> bool:
+        """Record that ``key`` (an observer) now hears this breaker; ``False`` if it already
+        did. Lets several clients share one breaker without reporting it twice."""
+        with self._lock:
+            if key in self._forwarding:
+                return False
+            self._forwarding.add(key)
+            return True
 
     def allows_retry(self, now: float) -> bool:
         """Whether a retry could be admitted now (the breaker is not open)."""

@@ -13,6 +13,7 @@ import random
 import uuid
 from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from opentelemetry import trace
@@ -151,18 +152,32 @@ class Engine:
         return self.adopt_breaker(CircuitBreaker(self.policy.breaker, name=name, clock=self.clock))
 
     def adopt_breaker(self, breaker: CircuitBreaker) -> CircuitBreaker:
-        """Report ``breaker``'s transitions to the observers and its state in the metrics."""
+        """Report ``breaker``'s transitions to the observers and its state in the metrics.
+
+        A breaker shared by several clients is reported once per observer (and once per
+        telemetry pipeline), so sharing it does not double its gauge or its transitions.
+        """
+        service = self.policy.service
         if self.telemetry is not None:
-            self.telemetry.watch_breaker(self.policy.service, breaker)
-        self._emit("breaker_added", self.policy.service, breaker)
-        if self.observers:
-            service = self.policy.service
-
-            def forward(change: StateChange) -> None:
-                self._emit("state_changed", service, change)
-
-            breaker.add_listener(forward)
+            self.telemetry.watch_breaker(service, breaker)
+        for observer in self.observers:
+            # Every client makes its own MetricsObserver; they share the Telemetry object.
+            key = id(observer.telemetry) if isinstance(observer, MetricsObserver) else id(observer)
+            if not breaker.claim_forwarding(key):
+                continue
+            self._notify_observer(observer, "breaker_added", service, breaker)
+            breaker.add_listener(partial(self._forward_change, observer, service))
         return breaker
+
+    def _forward_change(self, observer: Observer, service: str, change: StateChange) -> None:
+        self._notify_observer(observer, "state_changed", service, change)
+
+    @staticmethod
+    def _notify_observer(observer: Observer, hook: str, *args: Any) -> None:
+        try:
+            getattr(observer, hook)(*args)
+        except Exception:
+            _log.exception("observer %r failed in %s", observer, hook)
 
     # -- the loop --------------------------------------------------------------------------
     def flow(

@@ -132,7 +132,7 @@ class Telemetry:
     def watch_breaker(self, service: str, breaker: CircuitBreaker) -> None:
         """Report ``breaker``'s state in the state gauge for as long as it lives."""
         with self._lock:
-            self._breakers = [(s, r) for s, r in self._breakers if r() is not None]
+            self._breakers = [(s, r) for s, r in self._breakers if r() not in (None, breaker)]
             self._breakers.append((service, weakref.ref(breaker)))
 
     def _observe_breakers(self, options: CallbackOptions) -> Iterable[Observation]:

@@ -283,6 +283,19 @@ def test_transitions_are_counted(otel: Otel) -> None:
     assert len(otel.points(sc.BREAKER_TRANSITIONS[0])) == 1
 
 
+def test_a_breaker_shared_by_two_transports_is_reported_once(otel: Otel) -> None:
+    """Sharing a breaker (breaker=) neither doubles the state gauge nor its transitions."""
+    policy = make_policy(max_attempts=1, failure_threshold=1)
+    first = transport(otel, Upstream(503), policy)
+    second = transport(otel, Upstream(503), policy, breaker=first.breaker)
+    send(first)
+    expected = dict.fromkeys(sc.BREAKER_STATE_VALUES, 0)
+    assert breaker_states(otel) == {**expected, "open": 1}
+    labels = {sc.SERVICE: SERVICE, sc.FROM_STATE: "closed", sc.TO_STATE: "open"}
+    assert otel.value(sc.BREAKER_TRANSITIONS[0], labels) == 1
+    assert second.breaker is first.breaker
+
+
 # -- dead letters --------------------------------------------------------------------------------
 @pytest.mark.parametrize(("step", "reason"), [(503, "retries_exhausted"), (507, "critical")])
 def test_dead_letters_are_counted_by_reason(otel: Otel, step: int, reason: str) -> None:
