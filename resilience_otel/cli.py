@@ -2,7 +2,7 @@
 
 One subcommand per task, each handled by one small ``_cmd_*`` function::
 
-    resilience-otel demo [--scenario http] [--duration 30]
+    resilience-otel demo [--scenario full|http] [--duration 60]
 """
 
 from __future__ import annotations
@@ -41,21 +41,21 @@ def _add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     scenarios = "\n".join(f"  {name:<8}{text}" for name, text in SCENARIOS.items())
     parser = commands.add_parser(
         "demo",
-        help="watch a breaker, retries and dead letters handle a flaky upstream",
-        description="Run a scenario against a local flaky upstream and print what happens.",
+        help="watch breakers, retries, dead letters, health and alerts through an outage",
+        description="Run a scenario against local flaky upstreams and show what happens.",
         epilog=f"scenarios:\n{scenarios}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--scenario",
         choices=sorted(SCENARIOS),
-        default="http",
+        default="full",
         help="which scenario to run (default: %(default)s; listed below)",
     )
     parser.add_argument(
         "--duration",
         type=_positive_seconds,
-        default=30.0,
+        default=60.0,
         metavar="SECONDS",
         help="how long the scenario runs, split into four equal phases (default: %(default)g)",
     )

@@ -1,114 +1,223 @@
-"""Smoke test of ``resilience-otel demo``: the http scenario run as a real subprocess."""
+"""Smoke tests of ``resilience-otel demo``: each scenario run once as a real subprocess.
+
+The ``full`` scenario runs for 10 s with whatever this machine has (Redis, PostgreSQL,
+Prometheus and Alertmanager are used when present); its endpoints are queried while it runs.
+"""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import pytest
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
-ROW = re.compile(r"^\s*\d+(?:\.\d+)?  (healthy|partial outage|full outage|recovery)\s.*\s(\w+)$")
-SUMMARY_ITEM = re.compile(r"^  ([a-z][a-z ]*[a-z])\s+(\S+)$")
+PHASES = ["healthy", "partial outage", "full outage", "recovery"]
+PHASE_HEADER = re.compile(r"^phase (\d)/4: ([a-z ]+) \(")
+EVENT = re.compile(r"^  \[\s*[\d.]+s\] (.*)$")
+TRANSITION = re.compile(r"^breaker ([\w-]+): (\w+) -> (\w+)$")
+SUMMARY_ROW = re.compile(r"^  ([a-z][\w-]*) +(http|redis|postgresql) +([\d -]+?)  (\w+)$")
+SUMMARY_FIELDS = ("calls", "ok", "failed", "rejected", "retries", "exhausted", "dead",
+                  "replayed", "pending", "opened", "closed")  # fmt: skip
 
 
-@dataclass(frozen=True)
-class DemoRun:
-    """The finished demo process and its output split into lines."""
+@dataclass
+class FullRun:
+    """The finished ``full`` demo: exit status, output lines, and what its endpoints said."""
 
     returncode: int
     lines: list[str]
     stderr: str
+    probes: dict[str, httpx.Response | str] = field(default_factory=dict)
 
-    def index(self, text: str) -> int:
-        """Index of the first line containing ``text``."""
-        return next(i for i, line in enumerate(self.lines) if text in line)
+    def index(self, prefix: str) -> int:
+        """Index of the first line starting with ``prefix``."""
+        return next(i for i, line in enumerate(self.lines) if line.startswith(prefix))
 
-    def rows(self) -> list[tuple[int, str, str]]:
-        """``(line index, phase, breaker state)`` for each per-second row."""
-        found: list[tuple[int, str, str]] = []
-        for i, line in enumerate(self.lines):
-            match = ROW.match(line)
-            if match:
-                found.append((i, match.group(1), match.group(2)))
-        return found
+    def events(self) -> list[tuple[int, str]]:
+        """``(line index, text)`` of every timestamped event."""
+        return [(i, m.group(1)) for i, line in enumerate(self.lines) if (m := EVENT.match(line))]
 
-    def summary(self) -> dict[str, str]:
-        """The ``name value`` items printed under the ``summary`` line."""
+    def summary(self) -> dict[str, dict[str, int | None]]:
+        """The summary table: service -> field -> number (``None`` for ``-``)."""
         start = self.lines.index("summary")
-        items: dict[str, str] = {}
-        for line in self.lines[start + 1 :]:
-            match = SUMMARY_ITEM.match(line)
-            if match:
-                items[match.group(1)] = match.group(2)
-        return items
+        table: dict[str, dict[str, int | None]] = {}
+        for line in self.lines[start + 2 :]:
+            match = SUMMARY_ROW.match(line)
+            if not match:
+                break
+            cells = [None if c == "-" else int(c) for c in match.group(3).split()]
+            table[match.group(1)] = dict(zip(SUMMARY_FIELDS, cells, strict=True))
+        return table
+
+
+def _probe(run: FullRun, line: str) -> None:
+    """Query the endpoint a ``serving`` line names; keep the response (or the error)."""
+    name, url = line.split()[1:3]
+    try:
+        run.probes[name] = httpx.get(url, timeout=5.0)
+    except httpx.HTTPError as exc:
+        run.probes[name] = f"{type(exc).__name__}: {exc}"
 
 
 @pytest.fixture(scope="module")
-def demo() -> DemoRun:
-    """Run the demo once for 4 seconds; every test reads the same output."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "resilience_otel.cli", "demo", "--duration", "4"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    return DemoRun(proc.returncode, proc.stdout.splitlines(), proc.stderr)
+def full(tmp_path_factory: pytest.TempPathFactory) -> FullRun:
+    """Run the full demo once for 10 s; query /metrics and /health when phase 2 begins."""
+    errors = tmp_path_factory.mktemp("demo") / "stderr.txt"
+    with errors.open("w") as stderr:  # a file, so a chatty stderr can never block the demo
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "resilience_otel.cli", "demo", "--duration", "10"],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr, text=True,
+        )  # fmt: skip
+    # A hung demo is terminated (it cleans up on SIGTERM) rather than left running.
+    watchdog = threading.Timer(90, proc.terminate)
+    watchdog.start()
+    run = FullRun(returncode=-1, lines=[], stderr="")
+    serving: list[str] = []
+    try:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            line = raw.rstrip("\n")
+            run.lines.append(line)
+            if line.startswith("serving "):
+                serving.append(line)
+            if line.startswith("phase 2/4"):  # calls have been made by then
+                for endpoint in serving:
+                    _probe(run, endpoint)
+        run.returncode = proc.wait(timeout=30)
+    finally:
+        watchdog.cancel()
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=30)
+    run.stderr = errors.read_text()
+    return run
 
 
-def test_exits_cleanly(demo: DemoRun) -> None:
+def test_full_exits_cleanly(full: FullRun) -> None:
     """The demo exits with status 0 and writes nothing to stderr."""
-    assert (demo.returncode, demo.stderr) == (0, "")
+    assert (full.returncode, full.stderr) == (0, "")
 
 
-def test_prints_one_row_per_second_through_every_phase(demo: DemoRun) -> None:
-    """A 4-second run prints four rows, one per phase, in order."""
-    phases = [phase for _, phase, _ in demo.rows()]
-    assert phases == ["healthy", "partial outage", "full outage", "recovery"]
+def test_full_shows_every_phase_in_order(full: FullRun) -> None:
+    """The four phase headers appear once each, in order."""
+    headers = [m.group(2) for line in full.lines if (m := PHASE_HEADER.match(line))]
+    assert headers == PHASES
 
 
-def test_breaker_opens_during_the_outage(demo: DemoRun) -> None:
-    """The breaker's first opening is printed after the healthy phase, before recovery."""
-    rows = demo.rows()
-    last_healthy = max(i for i, phase, _ in rows if phase == "healthy")
-    first_recovery = min(i for i, phase, _ in rows if phase == "recovery")
-    opened = demo.index("-> breaker alpaca: closed -> open")
-    assert last_healthy < opened < first_recovery
+def test_full_says_which_backends_it_found(full: FullRun) -> None:
+    """Redis and PostgreSQL each get a line, and the run says what it talks to."""
+    assert any(line.startswith("Redis") for line in full.lines)
+    assert any(line.startswith("PostgreSQL") for line in full.lines)
+    assert full.lines[full.index("running: ")].startswith("running: HTTP")
 
 
-def test_breaker_is_closed_again_at_the_end(demo: DemoRun) -> None:
-    """The last row and the summary both show the breaker closed."""
-    last_state = demo.rows()[-1][2]
-    assert (last_state, demo.summary()["breaker"]) == ("closed", "closed")
+def test_full_serves_metrics_during_the_run(full: FullRun) -> None:
+    """/metrics answered during the run with the resilience call counter."""
+    response = full.probes["metrics"]
+    assert isinstance(response, httpx.Response), response
+    assert response.status_code == 200
+    assert "resilience_calls_total" in response.text
 
 
-def test_summary_counts_retries(demo: DemoRun) -> None:
-    """The partial outage makes the client retry."""
-    assert int(demo.summary()["retries"]) > 0
+def test_full_serves_health_during_the_run(full: FullRun) -> None:
+    """/health answered during the run with the demo's services."""
+    response = full.probes["health"]
+    assert isinstance(response, httpx.Response), response
+    services = {s["service"] for s in json.loads(response.text)["services"]}
+    assert {"trading-quotes", "trading-orders", "ai"} <= services
 
 
-def test_summary_counts_rejections(demo: DemoRun) -> None:
-    """The open breaker rejects calls without reaching the upstream."""
-    assert int(demo.summary()["rejections"]) > 0
+def test_full_breaker_opens_in_the_outage_and_closes_in_the_recovery(full: FullRun) -> None:
+    """Some breaker opens after the healthy phase and closes again during the recovery."""
+    recovery = full.index("phase 4/4")
+    opened, closed = set(), set()
+    for i, text in full.events():
+        match = TRANSITION.match(text)
+        if match and match.group(3) == "open" and full.index("phase 2/4") < i < recovery:
+            opened.add(match.group(1))
+        if match and match.group(3) == "closed" and i > recovery:
+            closed.add(match.group(1))
+    assert opened & closed, (opened, closed)
 
 
-def test_summary_adds_up(demo: DemoRun) -> None:
-    """Every request ends as a success, a failure or a rejection."""
-    s = {name: int(value) for name, value in demo.summary().items() if value.isdigit()}
-    assert s["requests"] == s["successes"] + s["failures"] + s["rejections"]
+def test_full_counts_retries_and_rejections(full: FullRun) -> None:
+    """The partial outage causes retries; the open breakers reject calls."""
+    summary = full.summary()
+    assert sum(row["retries"] or 0 for row in summary.values()) > 0
+    assert sum(row["rejected"] or 0 for row in summary.values()) > 0
 
 
-def test_dead_letters_are_replayed(demo: DemoRun) -> None:
-    """Every dead letter is replayed successfully against the recovered upstream."""
-    dead = int(demo.summary()["dead letters"])
-    assert dead > 0
-    assert (
-        demo.lines[-1] == f"replayed {dead} of {dead} dead letters (0 failed again and stay queued)"
-    )
+def test_full_summary_adds_up(full: FullRun) -> None:
+    """For every service, calls = successes + failures + rejections."""
+    for service, row in full.summary().items():
+        assert row["calls"] == (row["ok"] or 0) + (row["failed"] or 0) + (row["rejected"] or 0), (
+            service
+        )
+
+
+def test_full_dead_letters_fill_and_are_all_replayed(full: FullRun) -> None:
+    """Dead letters are recorded in the outage and every one is replayed in the recovery."""
+    queued = {s: row for s, row in full.summary().items() if row["dead"] is not None}
+    assert sum(row["dead"] or 0 for row in queued.values()) > 0
+    assert {s: (row["replayed"], row["pending"]) for s, row in queued.items()} == {
+        s: (row["dead"], 0) for s, row in queued.items()
+    }
+    assert any(text.startswith("trading-quotes: replayed ") for _, text in full.events())
+
+
+def test_full_reports_the_stack_and_its_alerts(full: FullRun) -> None:
+    """The stack line says whether Prometheus/Alertmanager ran; if they did, alerts fired."""
+    stack = full.lines[full.index("stack: ")]
+    alerts = full.lines[full.index("alerts")]
+    if "running" in stack:
+        fired = re.match(r"alerts via Alertmanager: (\d+) fired", alerts)
+        assert fired is not None, alerts
+        assert int(fired.group(1)) >= 1, alerts
+    else:
+        assert "skipped" in stack
+        assert alerts == "alerts: no Prometheus/Alertmanager in this run"
+
+
+def test_full_ends_with_where_to_look_next(full: FullRun) -> None:
+    """The last section points at the README, examples, dashboards and alerts."""
+    tail = "\n".join(full.lines[full.index("where to look next") :])
+    for place in ("README.md", "examples/", "dashboards/", "alerts/"):
+        assert place in tail
+
+
+# -- the http scenario ---------------------------------------------------------------------------
+HTTP_ROW = re.compile(r"^\s*\d+(?:\.\d+)?  (healthy|partial outage|full outage|recovery)\s")
+
+
+@pytest.fixture(scope="module")
+def http_lines() -> tuple[int, list[str]]:
+    """Run the http scenario once for 4 seconds: its exit status and output lines."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "resilience_otel.cli", "demo", "--scenario", "http",
+         "--duration", "4"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    return proc.returncode, proc.stdout.splitlines()
+
+
+def test_http_prints_a_row_per_second_through_every_phase(
+    http_lines: tuple[int, list[str]],
+) -> None:
+    """The http scenario exits 0 after one row per phase, in order."""
+    returncode, lines = http_lines
+    phases = [m.group(1) for line in lines if (m := HTTP_ROW.match(line))]
+    assert (returncode, phases) == (0, PHASES)
+
+
+def test_http_replays_its_dead_letters(http_lines: tuple[int, list[str]]) -> None:
+    """The http scenario ends by replaying its dead letters against the recovered upstream."""
+    assert re.fullmatch(r"replayed (\d+) of \1 dead letters \(0 failed again.*", http_lines[1][-1])

@@ -1,6 +1,6 @@
-"""The ``demo`` scenarios: a breaker, retries and dead letters facing a flaky upstream.
+"""The ``http`` demo scenario: a breaker, retries and dead letters facing a flaky upstream.
 
-The ``http`` scenario serves a small quotes API on 127.0.0.1 that goes through four equal
+It serves a small quotes API on 127.0.0.1 that goes through four equal
 phases (healthy, partial outage, full outage, recovery), calls it from four threads through a
 :class:`ResilientTransport`, prints what happened every second, and at the end replays the
 dead-letter queue against the recovered upstream.
@@ -11,17 +11,15 @@ from __future__ import annotations
 import contextlib
 import json
 import random
-import sys
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any, Self, TextIO
 
 import httpx
 
-from . import (
+from .. import (
     BreakerConfig,
     CircuitOpenError,
     InMemoryDeadLetterQueue,
@@ -31,19 +29,16 @@ from . import (
     RetryBudgetConfig,
     RetryConfig,
 )
+from .phases import PHASES, Timeline
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from . import CircuitBreaker, DeadLetter, FailureKind, StateChange
+    from .. import CircuitBreaker, DeadLetter, FailureKind, StateChange
 
-__all__ = ["SCENARIOS", "run_demo"]
+__all__ = ["DESCRIPTION", "run_http"]
 
-SCENARIOS: dict[str, str] = {
-    "http": "an HTTP quotes API that degrades, goes down and recovers, called by 4 threads",
-}
-
-PHASES = ("healthy", "partial outage", "full outage", "recovery")
+DESCRIPTION = "an HTTP quotes API that degrades, goes down and recovers, called by 4 threads"
 SERVICE = "alpaca"
 PATH = "/quotes/AAPL"
 CALL_TIMEOUT = 0.5
@@ -53,21 +48,6 @@ QUOTE = {"symbol": "AAPL", "bid": 227.41, "ask": 227.48, "currency": "USD"}
 
 _ROW = "{:>3}  {:<15}{:>6}{:>5}{:>6}{:>9}{:>10}{:>6}  {}"
 HEADER = _ROW.format("t", "phase", "reqs", "ok", "fail", "retries", "rejected", "dead", "breaker")
-
-
-@dataclass(frozen=True, slots=True)
-class Timeline:
-    """The scenario's clock: ``duration`` seconds from ``start``, cut into equal phases."""
-
-    start: float
-    duration: float
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self.start
-
-    def phase_at(self, elapsed: float) -> str:
-        index = int(elapsed / (self.duration / len(PHASES)))
-        return PHASES[min(max(index, 0), len(PHASES) - 1)]
 
 
 def upstream_reply(phase: str, number: int, rng: random.Random) -> tuple[int, float]:
@@ -333,21 +313,14 @@ def _run_http(duration: float, say: Callable[[str], None]) -> None:
         say(_replay(queue, client))
 
 
-def run_demo(scenario: str, *, duration: float, out: TextIO | None = None) -> int:
-    """Run ``scenario`` for ``duration`` seconds, printing to ``out`` (stdout by default).
+def run_http(duration: float, out: TextIO) -> int:
+    """Run the scenario for ``duration`` seconds, printing to ``out``.
 
     Returns:
         The process exit code: 0, or 130 when interrupted with Ctrl-C.
-
-    Raises:
-        ValueError: for an unknown scenario or a duration that is not positive.
     """
-    if scenario not in SCENARIOS:
-        raise ValueError(f"unknown scenario {scenario!r}; choose from {', '.join(SCENARIOS)}")
-    if not duration > 0:
-        raise ValueError(f"duration must be > 0 seconds, got {duration!r}")
-    say = Printer(out if out is not None else sys.stdout)
-    say(f"resilience-otel demo: {scenario} scenario, {duration:g}s, service {SERVICE!r}")
+    say = Printer(out)
+    say(f"resilience-otel demo: http scenario, {duration:g}s, service {SERVICE!r}")
     try:
         _run_http(duration, say)
     except KeyboardInterrupt:
