@@ -56,7 +56,9 @@ test: install debs services lint typecheck
 test-fast: install
 	$(VENV)/bin/pytest -m "not slow" -x -q
 
+# The demo runs Prometheus and Alertmanager when it can install them, and goes on without.
 demo: install
+	@$(MAKE) --no-print-directory debs || echo "prometheus not installed: the demo runs without Prometheus and Alertmanager"
 	$(VENV)/bin/resilience-otel demo $(DEMO_ARGS)
 
 bench: install
