@@ -84,6 +84,7 @@ class DbShell:
         if namespace is not None:
             attributes[sc.DB_NAMESPACE] = namespace
         self._base_attributes = attributes
+        self._operation_attributes: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
 
     # -- running ---------------------------------------------------------------------------
     def run_sync(
@@ -168,12 +169,11 @@ class DbShell:
         self, operation: str, extra: dict[str, Any] | None
     ) -> tuple[Span | None, Token[Context] | None]:
         telemetry = self.engine.telemetry
-        if telemetry is None or instrumentation_suppressed():
+        if telemetry is None or not telemetry.tracing_live() or instrumentation_suppressed():
             return None, None
-        attributes = {**self._base_attributes, sc.DB_OPERATION_NAME: operation}
-        attributes[sc.RESILIENCE_SERVICE] = self.service
+        attributes = self._attributes(operation)[0]
         if extra:
-            attributes.update(extra)
+            attributes = {**attributes, **extra}
         span = telemetry.tracer.start_span(operation, kind=SpanKind.CLIENT, attributes=attributes)
         # Our span is the operation's span: keep the client's own instrumentation quiet below it.
         ctx = context.set_value(SUPPRESS_INSTRUMENTATION_KEY, True, trace.set_span_in_context(span))
@@ -190,10 +190,11 @@ class DbShell:
         if token is not None:
             context.detach(token)
         telemetry = self.engine.telemetry
-        if telemetry is None or span is None:
+        if telemetry is None or (span is None and not telemetry.metrics_live()):
             return
-        metric = {**self._base_attributes, sc.DB_OPERATION_NAME: operation}
+        metric = self._attributes(operation)[1]
         if isinstance(error, Exception):
+            metric = dict(metric)
             if isinstance(error, CircuitOpenError):
                 error_type, error_class = "CircuitOpenError", ErrorClass.TRANSIENT.value
             else:
@@ -201,14 +202,32 @@ class DbShell:
                 error_type = type(error).__name__ if failure is None else failure.error_type
                 error_class = "permanent" if failure is None else failure.error_class.value
             metric[sc.ERROR_TYPE] = error_type
-            if span.is_recording():
+            if span is not None and span.is_recording():
                 span.set_attribute(sc.ERROR_TYPE, error_type)
                 span.set_attribute(sc.RESILIENCE_ERROR_CLASS, error_class)
                 span.record_exception(error)
                 span.set_status(Status(StatusCode.ERROR, error_type))
-        metric.pop(sc.DB_NAMESPACE, None)
-        telemetry.db_duration.record(self.engine.clock.monotonic() - begin, metric)
-        span.end()
+        if telemetry.metrics_live():
+            telemetry.db_duration.record(self.engine.clock.monotonic() - begin, metric)
+        if span is not None:
+            span.end()
+
+    def _attributes(self, operation: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Span and metric attributes of ``operation``, built once per operation name
+        (names are few: commands or statement keywords). Callers must not modify them."""
+        cached = self._operation_attributes.get(operation)
+        if cached is None:
+            span_attributes = {
+                **self._base_attributes,
+                sc.DB_OPERATION_NAME: operation,
+                sc.RESILIENCE_SERVICE: self.service,
+            }
+            metric = {**self._base_attributes, sc.DB_OPERATION_NAME: operation}
+            metric.pop(sc.DB_NAMESPACE, None)
+            cached = (span_attributes, metric)
+            if len(self._operation_attributes) < 512:
+                self._operation_attributes[operation] = cached
+        return cached
 
 
 def _ignore(value: object) -> None:

@@ -7,6 +7,7 @@ implementations. Instruments are created once per (tracer provider, meter provid
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 import weakref
 from collections.abc import Iterable, Iterator
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
     from ._breaker import CircuitBreaker, StateChange
     from ._classify import ErrorClass, Failure, FailureKind
     from .dlq import DeadLetter
+
+_log = logging.getLogger("resilience_otel")
 
 __all__ = ["AttemptTrace", "MetricsObserver", "Telemetry", "instrumentation_suppressed"]
 
@@ -63,6 +66,48 @@ class AttemptTrace:
         self.per_call = per_call
 
 
+class _Tally:
+    """A monotonic counter kept in this process and reported through an observable counter.
+
+    Bounded: at most ``_MAX_SERIES`` label sets (label values come from fixed sets and the
+    policies' service names); beyond that new label sets are dropped and logged once.
+    """
+
+    _MAX_SERIES = 10_000
+    __slots__ = ("_counts", "_labels", "_lock", "_warned")
+
+    def __init__(self, meter: Any, spec: tuple[str, str, str], labels: tuple[str, ...]) -> None:
+        self._labels = labels
+        self._counts: dict[tuple[str, ...], int] = {}
+        self._lock = threading.Lock()
+        self._warned = False
+        meter.create_observable_counter(
+            spec[0], callbacks=[self._observe], unit=spec[1], description=spec[2]
+        )
+
+    def add(self, *values: str) -> None:
+        """Count one event with these label values (in the order of ``labels``)."""
+        with self._lock:
+            count = self._counts.get(values)
+            if count is None and len(self._counts) >= self._MAX_SERIES:
+                if not self._warned:
+                    self._warned = True
+                    _log.warning("metric series limit reached; new label sets are dropped")
+                return
+            self._counts[values] = (count or 0) + 1
+
+    def value(self, *values: str) -> int:
+        """The count so far for these label values."""
+        with self._lock:
+            return self._counts.get(values, 0)
+
+    def _observe(self, options: CallbackOptions) -> Iterable[Observation]:
+        with self._lock:
+            items = list(self._counts.items())
+        labels = self._labels
+        return [Observation(n, dict(zip(labels, key, strict=True))) for key, n in items]
+
+
 class Telemetry:
     """A tracer plus every resilience instrument, for one provider pair.
 
@@ -74,18 +119,22 @@ class Telemetry:
         self._own_meter_provider = meter_provider is not None
         self.tracer = trace.get_tracer(sc.SCOPE_NAME, _VERSION, tracer_provider)
         meter = metrics.get_meter(sc.SCOPE_NAME, _VERSION, meter_provider)
-        self.calls = meter.create_counter(sc.CALLS[0], sc.CALLS[1], sc.CALLS[2])
+        # Counters are tallied in process and read at collection time: counting a call is a
+        # dict update instead of an SDK measurement (which hashes its attributes every time).
+        self.calls = _Tally(meter, sc.CALLS, (sc.SERVICE, sc.CLIENT, sc.OUTCOME, sc.ERROR_CLASS))
         self.call_duration = meter.create_histogram(
             sc.CALL_DURATION[0],
             sc.CALL_DURATION[1],
             sc.CALL_DURATION[2],
             explicit_bucket_boundaries_advisory=sc.CALL_DURATION_BUCKETS,
         )
-        self.retries = meter.create_counter(*sc.RETRIES)
-        self.retries_exhausted = meter.create_counter(*sc.RETRIES_EXHAUSTED)
-        self.transitions = meter.create_counter(*sc.BREAKER_TRANSITIONS)
-        self.dead_letters = meter.create_counter(*sc.DEAD_LETTERS)
-        self.dead_letters_dropped = meter.create_counter(*sc.DEAD_LETTERS_DROPPED)
+        self.retries = _Tally(meter, sc.RETRIES, (sc.SERVICE, sc.CLIENT, sc.REASON))
+        self.retries_exhausted = _Tally(meter, sc.RETRIES_EXHAUSTED, (sc.SERVICE, sc.CLIENT))
+        self.transitions = _Tally(
+            meter, sc.BREAKER_TRANSITIONS, (sc.SERVICE, sc.FROM_STATE, sc.TO_STATE)
+        )
+        self.dead_letters = _Tally(meter, sc.DEAD_LETTERS, (sc.SERVICE, sc.REASON))
+        self.dead_letters_dropped = _Tally(meter, sc.DEAD_LETTERS_DROPPED, (sc.SERVICE,))
         self.http_duration = meter.create_histogram(
             sc.HTTP_CLIENT_REQUEST_DURATION[0],
             sc.HTTP_CLIENT_REQUEST_DURATION[1],
@@ -181,13 +230,7 @@ class MetricsObserver(Observer):
         t = self.telemetry
         if not t.metrics_live():
             return
-        klass = "none" if error_class is None else error_class.value
-        t.calls.add(
-            1,
-            self._attrs(
-                sc.SERVICE, service, sc.CLIENT, client, sc.OUTCOME, outcome, sc.ERROR_CLASS, klass
-            ),
-        )
+        t.calls.add(service, client, outcome, "none" if error_class is None else error_class.value)
         t.call_duration.record(
             duration, self._attrs(sc.SERVICE, service, sc.CLIENT, client, sc.OUTCOME, outcome)
         )
@@ -195,12 +238,10 @@ class MetricsObserver(Observer):
     def retry_scheduled(
         self, service: str, client: str, attempt: int, delay: float, reason: FailureKind
     ) -> None:
-        self.telemetry.retries.add(
-            1, self._attrs(sc.SERVICE, service, sc.CLIENT, client, sc.REASON, reason.value)
-        )
+        self.telemetry.retries.add(service, client, reason.value)
 
     def retries_exhausted(self, service: str, client: str, attempts: int) -> None:
-        self.telemetry.retries_exhausted.add(1, self._attrs(sc.SERVICE, service, sc.CLIENT, client))
+        self.telemetry.retries_exhausted.add(service, client)
 
     def call_rejected(self, service: str, client: str, retry_after: float) -> None:
         span = trace.get_current_span()
@@ -211,9 +252,7 @@ class MetricsObserver(Observer):
             )
 
     def dead_lettered(self, letter: DeadLetter) -> None:
-        self.telemetry.dead_letters.add(
-            1, self._attrs(sc.SERVICE, letter.service, sc.REASON, letter.reason.value)
-        )
+        self.telemetry.dead_letters.add(letter.service, letter.reason.value)
         span = trace.get_current_span()
         if span.is_recording():
             span.add_event(
@@ -225,20 +264,10 @@ class MetricsObserver(Observer):
             )
 
     def dead_letter_dropped(self, service: str) -> None:
-        self.telemetry.dead_letters_dropped.add(1, self._attrs(sc.SERVICE, service))
+        self.telemetry.dead_letters_dropped.add(service)
 
     def state_changed(self, service: str, change: StateChange) -> None:
-        self.telemetry.transitions.add(
-            1,
-            self._attrs(
-                sc.SERVICE,
-                service,
-                sc.FROM_STATE,
-                change.from_state.value,
-                sc.TO_STATE,
-                change.to_state.value,
-            ),
-        )
+        self.telemetry.transitions.add(service, change.from_state.value, change.to_state.value)
 
 
 def finish_attempt(
