@@ -1,7 +1,7 @@
 """A local Prometheus and Alertmanager for the full demo, when they are installed.
 
 Prometheus scrapes the demo's ``/metrics`` every second and evaluates the shipped alert
-rules, rendered with a small ``for_scale`` so they fire within the run; Alertmanager sends
+rules, rendered with a small ``for_scale`` and ``window_scale`` so they fire and resolve within the run; Alertmanager sends
 its notifications to a webhook receiver in this process, and :class:`AlertBoard` turns them
 into "fired" and "resolved" events. Without the binaries (or the rules module) the demo runs
 without this part and says why.
@@ -95,7 +95,8 @@ def start_stack(metrics_port: int, for_scale: float, interval: str = "1s") -> St
     try:
         prometheus = start_prometheus(
             targets=[f"127.0.0.1:{metrics_port}"],
-            rules=render_rules(for_scale=for_scale),
+            # Windows shrink too, so rate-based alerts also resolve before the run ends.
+            rules=render_rules(for_scale=for_scale, window_scale=for_scale),
             alertmanager=f"127.0.0.1:{alertmanager.port}",
             interval=interval,
         )
