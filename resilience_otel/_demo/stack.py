@@ -1,8 +1,9 @@
 """A local Prometheus and Alertmanager for the full demo, when they are installed.
 
 Prometheus scrapes the demo's ``/metrics`` every second and evaluates the shipped alert
-rules, rendered with a small ``for_scale`` and ``window_scale`` so they fire and resolve within the run; Alertmanager sends
-its notifications to a webhook receiver in this process, and :class:`AlertBoard` turns them
+rules, rendered with a small ``for_scale`` and ``window_scale`` so they fire and resolve
+within the run; Alertmanager sends its notifications to a webhook receiver in this process,
+and :class:`AlertBoard` turns them
 into "fired" and "resolved" events. Without the binaries (or the rules module) the demo runs
 without this part and says why.
 """
