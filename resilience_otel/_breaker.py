@@ -87,6 +87,12 @@ class CircuitBreaker:
         self._probe_successes = 0
         self._listeners: list[Callable[[StateChange], None]] = []
         self._forwarding: set[int] = set()
+        self._count_only = (
+            config.failure_rate_threshold is None and config.slow_call_rate_threshold is None
+        )
+        self._bucket_width = config.monitoring_period / config.window_buckets
+        self._pending_epoch = -1  # successes of this bucket not yet in the window
+        self._pending_calls = 0
 
     # -- reading -----------------------------------------------------------------------
     @property
@@ -114,6 +120,7 @@ class CircuitBreaker:
         now = self._clock.monotonic()
         self._maybe_half_open(now)
         with self._lock:
+            self._fold_pending()
             self._window.advance(now)
             return BreakerSnapshot(
                 name=self.name,
@@ -183,10 +190,19 @@ class CircuitBreaker:
         """
         cfg = self.config
         slow = cfg.slow_call_threshold is not None and duration > cfg.slow_call_threshold
+        if not (failure or slow) and self._count_only and not permit & 1:
+            # Count mode: a success cannot trip the breaker, it only adds to the window's
+            # call count; count it without the lock while the bucket stays the same (a race
+            # may miscount a call or two, which only the snapshot's call count would show).
+            epoch = int(now // self._bucket_width)
+            if epoch == self._pending_epoch and permit >> 1 == self._generation:
+                self._pending_calls += 1
+                return None
         change: StateChange | None = None
         with self._lock:
             if permit >> 1 != self._generation:
                 return None  # the state moved on while this call ran
+            self._fold_pending()
             state = self._state
             if state is _HALF_OPEN:
                 self._probes_in_flight -= 1
@@ -196,6 +212,11 @@ class CircuitBreaker:
                     self._probe_successes += 1
                     if self._probe_successes >= cfg.success_threshold:
                         change = self._transition(_CLOSED, now)
+            elif (state is _CLOSED or state is _FORCED_CLOSED) and not (
+                failure or slow or not self._count_only
+            ):
+                self._pending_epoch = int(now // self._bucket_width)
+                self._pending_calls = 1
             elif state is _CLOSED or state is _FORCED_CLOSED:
                 window = self._window
                 window.add(now, 1, int(failure), int(slow))
@@ -235,6 +256,17 @@ class CircuitBreaker:
         self._set_by_hand(_CLOSED)
 
     # -- internals -----------------------------------------------------------------------
+    def _fold_pending(self) -> None:
+        """Move lock-free counted successes into the window (the caller holds the lock)."""
+        if self._pending_calls and self._pending_epoch >= 0:
+            self._window.add(self._pending_epoch * self._bucket_width, self._pending_calls)
+        self._pending_calls = 0
+
+    def _reset_window(self) -> None:
+        self._window.reset()
+        self._pending_calls = 0
+        self._pending_epoch = -1
+
     def _should_trip(self, window: RollingWindow) -> bool:
         cfg = self.config
         if cfg.failure_rate_threshold is None:
@@ -270,7 +302,7 @@ class CircuitBreaker:
         if to_state is _OPEN:
             self._opened_at = now
         if to_state is _CLOSED or to_state is _FORCED_CLOSED:
-            self._window.reset()
+            self._reset_window()
         return change
 
     def _set_by_hand(self, to_state: BreakerState) -> None:
@@ -278,7 +310,7 @@ class CircuitBreaker:
         with self._lock:
             if self._state is to_state:
                 if to_state is _CLOSED:
-                    self._window.reset()
+                    self._reset_window()
                 return
             change = self._transition(to_state, now)
         self._notify(change)

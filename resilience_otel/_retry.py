@@ -99,21 +99,43 @@ class RetryBudget:
     ``ratio * calls + min_retries_per_second * window``.
     """
 
+    _BUCKETS = 10
+
     def __init__(self, config: RetryBudgetConfig) -> None:
         self.config = config
         self._floor = config.min_retries_per_second * config.window
         self._lock = threading.Lock()
         # calls -> calls made, failures -> retries taken
-        self._window = RollingWindow(config.window, 10)
+        self._window = RollingWindow(config.window, self._BUCKETS)
+        self._width = config.window / self._BUCKETS
+        # Deposits of the current bucket are counted without the lock and folded into the
+        # window when the bucket changes or a retry is asked for. Every call deposits, so
+        # this keeps a lock off the hot path; a race between threads can only miscount a
+        # deposit or two, which a ratio over thousands of calls does not notice.
+        self._pending_epoch = -1
+        self._pending = 0
 
     def deposit(self, now: float) -> None:
         """Count one call."""
+        epoch = int(now // self._width)
+        if epoch == self._pending_epoch:
+            self._pending += 1
+            return
         with self._lock:
-            self._window.add(now, 1)
+            self._fold()
+            self._pending_epoch = epoch
+            self._pending = 1
+
+    def _fold(self) -> None:
+        """Move the pending deposits into the window (the caller holds the lock)."""
+        if self._pending and self._pending_epoch >= 0:
+            self._window.add(self._pending_epoch * self._width, self._pending)
+        self._pending = 0
 
     def try_withdraw(self, now: float) -> bool:
         """Take one retry if the budget allows it."""
         with self._lock:
+            self._fold()
             window = self._window
             window.advance(now)
             if window.failures + 1 > self.config.ratio * window.calls + self._floor:
@@ -125,5 +147,6 @@ class RetryBudget:
     def available(self) -> float:
         """Retries that could be taken right now (for endpoints and tests)."""
         with self._lock:
+            self._fold()
             window = self._window
             return max(0.0, self.config.ratio * window.calls + self._floor - window.failures)
