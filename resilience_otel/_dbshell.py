@@ -71,11 +71,7 @@ class DbShell:
             tracer_provider=tracer_provider,
             meter_provider=meter_provider,
         )
-        self.breaker = (
-            self.engine.new_breaker(policy.service)
-            if breaker is None
-            else self.engine.adopt_breaker(breaker)
-        )
+        self.breaker = self.engine.service_breaker(breaker)
         self.system = system
         self.service = policy.service
         attributes: dict[str, Any] = {sc.DB_SYSTEM_NAME: system, sc.SERVER_ADDRESS: server[0]}

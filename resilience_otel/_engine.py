@@ -147,6 +147,10 @@ class Engine:
         budget = policy.retry.budget
         self.budget = None if budget is None else RetryBudget(budget)
 
+    def service_breaker(self, given: CircuitBreaker | None) -> CircuitBreaker:
+        """The breaker a client of this policy uses: ``given`` (shared), else a new one."""
+        return self.new_breaker(self.policy.service) if given is None else self.adopt_breaker(given)
+
     def new_breaker(self, name: str) -> CircuitBreaker:
         """A breaker for this policy whose transitions reach the observers."""
         return self.adopt_breaker(CircuitBreaker(self.policy.breaker, name=name, clock=self.clock))
@@ -455,10 +459,7 @@ class Engine:
 
     def _emit(self, hook: str, *args: Any) -> None:
         for observer in self.observers:
-            try:
-                getattr(observer, hook)(*args)
-            except Exception:
-                _log.exception("observer %r failed in %s", observer, hook)
+            self._notify_observer(observer, hook, *args)
 
 
 # -- drivers ---------------------------------------------------------------------------------

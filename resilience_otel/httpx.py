@@ -198,10 +198,7 @@ class _Shell:
             meter_provider=meter_provider,
         )
         self.service = policy.service
-        if breaker is None:
-            self.breaker = self.engine.new_breaker(policy.service)
-        else:
-            self.breaker = self.engine.adopt_breaker(breaker)
+        self.breaker = self.engine.service_breaker(breaker)
         self.per_host = per_host
         self.max_hosts = max_hosts
         self.keep_payload = keep_payload
@@ -306,7 +303,22 @@ _ARGS_DOC = """
 """
 
 
-class ResilientTransport(httpx.BaseTransport):
+class _Breakers:
+    """The breaker accessors both transports share."""
+
+    _shell: _Shell
+
+    @property
+    def breaker(self) -> CircuitBreaker:
+        """The policy's breaker (per-host breakers: :meth:`breakers`)."""
+        return self._shell.breaker
+
+    def breakers(self) -> list[CircuitBreaker]:
+        """Every breaker in use: the policy's, then one per host when ``per_host``."""
+        return self._shell.breakers()
+
+
+class ResilientTransport(_Breakers, httpx.BaseTransport):
     __doc__ = (
         "A sync httpx transport adding a circuit breaker, safe retries, timeouts and dead\n"
         "    letters.\n" + _ARGS_DOC
@@ -338,15 +350,6 @@ class ResilientTransport(httpx.BaseTransport):
             observers=tuple(observers), tracer_provider=tracer_provider,
             meter_provider=meter_provider, clock=clock, rng=rng,
         )  # fmt: skip
-
-    @property
-    def breaker(self) -> CircuitBreaker:
-        """The policy's breaker (per-host breakers: :meth:`breakers`)."""
-        return self._shell.breaker
-
-    def breakers(self) -> list[CircuitBreaker]:
-        """Every breaker in use: the policy's, then one per host when ``per_host``."""
-        return self._shell.breakers()
 
     def _handle_request(self, request: httpx.Request) -> httpx.Response:
         shell = self._shell
@@ -415,7 +418,7 @@ class ResilientTransport(httpx.BaseTransport):
         self._transport.close()
 
 
-class AsyncResilientTransport(httpx.AsyncBaseTransport):
+class AsyncResilientTransport(_Breakers, httpx.AsyncBaseTransport):
     __doc__ = (
         "The asyncio twin of :class:`ResilientTransport`. ``call_timeout`` cancels the attempt\n"
         "    (``asyncio.timeout``) and surfaces as ``httpx.ReadTimeout``; cancelling the calling\n"
@@ -448,15 +451,6 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
             observers=tuple(observers), tracer_provider=tracer_provider,
             meter_provider=meter_provider, clock=clock, rng=rng,
         )  # fmt: skip
-
-    @property
-    def breaker(self) -> CircuitBreaker:
-        """The policy's breaker (per-host breakers: :meth:`breakers`)."""
-        return self._shell.breaker
-
-    def breakers(self) -> list[CircuitBreaker]:
-        """Every breaker in use: the policy's, then one per host when ``per_host``."""
-        return self._shell.breakers()
 
     async def _handle_async_request(self, request: httpx.Request) -> httpx.Response:
         shell = self._shell
