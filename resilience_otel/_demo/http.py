@@ -9,7 +9,6 @@ dead-letter queue against the recovered upstream.
 from __future__ import annotations
 
 import contextlib
-import json
 import random
 import threading
 import time
@@ -30,6 +29,7 @@ from .. import (
     RetryConfig,
 )
 from .phases import PHASES, Timeline
+from .upstreams import send_json
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -81,12 +81,7 @@ class _QuotesHandler(BaseHTTPRequestHandler):
         self._reply(status, QUOTE if status == 200 else {"error": "service unavailable"})
 
     def _reply(self, status: int, payload: dict[str, Any]) -> None:
-        body = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        send_json(self, status, payload)
 
     def log_message(self, format: str, *args: Any) -> None:
         """Silenced: the demo reports per second instead of per request."""

@@ -12,6 +12,7 @@ import contextlib
 import json
 import random
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
@@ -187,6 +188,22 @@ class AiApi(Api):
         return Reply(200, payload, delay=latency * (2 if phase == PARTIAL_OUTAGE else 1))
 
 
+def send_json(
+    handler: BaseHTTPRequestHandler,
+    status: int,
+    payload: object,
+    headers: Sequence[tuple[str, str]] = (),
+) -> None:
+    """Answer ``handler``'s request with ``payload`` as JSON (keep-alive friendly)."""
+    data = json.dumps(payload).encode()
+    handler.send_response(status)
+    for name, value in (("Content-Type", "application/json"), *headers):
+        handler.send_header(name, value)
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, so clients reuse their connections
     disable_nagle_algorithm = True
@@ -213,13 +230,7 @@ class _Handler(BaseHTTPRequestHandler):
         if reply.drop:
             self.close_connection = True
             return
-        data = json.dumps(reply.payload).encode()
-        self.send_response(reply.status)
-        for name, value in (("Content-Type", "application/json"), *reply.headers):
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, reply.status, reply.payload, reply.headers)
 
     def log_message(self, format: str, *args: Any) -> None:
         """Silenced: the demo reports what the clients see instead."""
