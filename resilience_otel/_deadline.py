@@ -1,0 +1,129 @@
+"""Attempt timeouts for asyncio with one timer per event loop instead of one per call.
+
+``asyncio.timeout`` arms and cancels a timer handle for every call (about ten times the cost of
+the rest of a fast call's bookkeeping). Most attempts end long before their timeout, so a
+:class:`Deadlines` keeps the attempts in flight in a dict and arms a single timer for the
+earliest deadline; when it fires, overdue attempts are cancelled and surface as
+:class:`TimeoutError`, exactly as with ``asyncio.timeout`` (including the ``uncancel``
+bookkeeping that tells our cancellation apart from the caller's).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import weakref
+from types import TracebackType
+
+__all__ = ["DeadlineScope", "Deadlines"]
+
+
+class _Watch:
+    """The attempts in flight on one event loop and the one timer that polices them."""
+
+    __slots__ = ("armed_at", "handle", "in_flight", "loop_ref")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop_ref = weakref.ref(loop)  # a strong one would keep a finished loop alive
+        self.in_flight: dict[int, DeadlineScope] = {}
+        self.handle: asyncio.TimerHandle | None = None
+        self.armed_at = 0.0
+
+    def add(self, scope: DeadlineScope, loop: asyncio.AbstractEventLoop) -> None:
+        """Watch ``scope`` (called on the loop, like everything here)."""
+        self.in_flight[id(scope)] = scope
+        if self.handle is None or scope.deadline < self.armed_at:
+            self._arm(loop, scope.deadline)
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+        self.armed_at = when
+        # Deadlines are on time.monotonic (cheaper to read than loop.time(), which need not
+        # be the same clock): convert once per arming.
+        self.handle = loop.call_later(max(0.0, when - time.monotonic()), self._fire)
+
+    def _fire(self) -> None:
+        self.handle = None
+        loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        earliest: float | None = None
+        for scope in list(self.in_flight.values()):
+            if scope.deadline <= now:
+                del self.in_flight[id(scope)]
+                scope.expire()
+            elif earliest is None or scope.deadline < earliest:
+                earliest = scope.deadline
+        if earliest is not None:
+            self._arm(loop, earliest)
+
+
+class DeadlineScope:
+    """``with scope:`` around an ``await``: cancels the task at the deadline and turns that
+    cancellation into :class:`TimeoutError` (a caller's own cancellation passes through)."""
+
+    __slots__ = ("_cancelling", "_expired", "_loop", "_task", "_watch", "deadline")
+
+    def __init__(self, watch: _Watch, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        self._watch = watch
+        self._loop = loop
+        self.deadline = deadline
+        self._expired = False
+        self._cancelling = 0
+        self._task: asyncio.Task[object] | None = None
+
+    def __enter__(self) -> DeadlineScope:
+        task = asyncio.current_task(self._loop)
+        if task is None:
+            raise RuntimeError("a deadline scope needs a running task")
+        self._task = task
+        self._cancelling = task.cancelling()
+        self._watch.add(self, self._loop)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._watch.in_flight.pop(id(self), None)
+        if not self._expired:
+            return
+        assert self._task is not None
+        if self._task.uncancel() <= self._cancelling and exc_type is asyncio.CancelledError:
+            raise TimeoutError from exc
+
+    def expire(self) -> None:
+        """Cancel the task: its deadline has passed."""
+        self._expired = True
+        assert self._task is not None
+        self._task.cancel()
+
+    @property
+    def expired(self) -> bool:
+        """Whether the deadline passed while the scope was open."""
+        return self._expired
+
+
+class Deadlines:
+    """Hands out :class:`DeadlineScope` objects for the running loop."""
+
+    __slots__ = ("_last", "_watches")
+
+    def __init__(self) -> None:
+        self._watches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Watch] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._last: _Watch | None = None  # most programs run one loop: skip the dict
+
+    def scope(self, timeout: float) -> DeadlineScope:
+        """A scope that expires ``timeout`` seconds from now."""
+        loop = asyncio.get_running_loop()
+        watch = self._last
+        if watch is None or watch.loop_ref() is not loop:
+            watch = self._watches.get(loop)
+            if watch is None:
+                watch = self._watches[loop] = _Watch(loop)
+            self._last = watch
+        return DeadlineScope(watch, loop, time.monotonic() + timeout)
