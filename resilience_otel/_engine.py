@@ -21,6 +21,7 @@ from opentelemetry import trace
 from ._breaker import BreakerState, CircuitBreaker, StateChange
 from ._classify import ErrorClass, Failure, FailureKind
 from ._clock import SYSTEM_CLOCK, Clock
+from ._deadline import Deadlines
 from ._exceptions import CircuitOpenError, exhausted_error
 from ._retry import RetryBudget, backoff_delay, retry_limits
 from ._telemetry import AttemptTrace, MetricsObserver, Telemetry, finish_attempt
@@ -91,6 +92,17 @@ class CallDescription:
     metadata: dict[str, str] | None = None
 
 
+@dataclass(slots=True)
+class _First(Generic[T]):
+    """An attempt made before the flow started (see :meth:`Engine.call`): the flow goes on
+    from its outcome."""
+
+    step: Attempt
+    permit: int
+    outcome: Outcome[T]
+    started: float
+
+
 Classifier = Callable[[Any, Exception | None], Failure | None]
 Flow = Generator["Attempt | Sleep[T]", "Outcome[T] | None", "Final[T]"]
 
@@ -113,6 +125,8 @@ class Engine:
             that is also the client's own error base).
         tracer_provider / meter_provider: OTel providers (default: the global ones); unused
             when ``policy.telemetry`` is off.
+        cancel_slow: async attempts slower than their timeout are cancelled and fail with
+            :class:`TimeoutError` (for shells whose client has no timeout of its own).
     """
 
     def __init__(
@@ -129,6 +143,7 @@ class Engine:
         reject_as: Callable[[CircuitOpenError], BaseException] | None = None,
         tracer_provider: Any = None,
         meter_provider: Any = None,
+        cancel_slow: bool = False,
     ) -> None:
         self.policy = policy
         self.client = client
@@ -146,6 +161,11 @@ class Engine:
         self.reject_as = reject_as
         budget = policy.retry.budget
         self.budget = None if budget is None else RetryBudget(budget)
+        self.deadlines = Deadlines() if cancel_slow else None
+        limits = [
+            t for t in (policy.breaker.call_timeout, policy.retry.total_timeout) if t is not None
+        ]
+        self._first_timeout = min(limits) if limits else None
 
     def service_breaker(self, given: CircuitBreaker | None) -> CircuitBreaker:
         """The breaker a client of this policy uses: ``given`` (shared), else a new one."""
@@ -183,6 +203,105 @@ class Engine:
         except Exception:
             _log.exception("observer %r failed in %s", observer, hook)
 
+    # -- running a call ----------------------------------------------------------------------
+    def call(
+        self,
+        breaker: CircuitBreaker,
+        attempt: Callable[[Attempt], T],
+        discard: Callable[[T], None],
+        *,
+        replayable: bool,
+        describe: Callable[[], CallDescription],
+        allow_retry: bool = True,
+        trace: AttemptTrace | None = None,
+    ) -> T:
+        """Run one logical call in this thread (arguments as for :meth:`flow`).
+
+        The first attempt runs here; the flow takes over only when the breaker rejects it or
+        it fails, so a call that succeeds at once skips the generator's machinery.
+        """
+        clock = self.clock
+        started = clock.monotonic()
+        try:
+            permit = breaker.acquire(started)
+        except CircuitOpenError:
+            # The flow ends the call as rejected (dead letter, events) or admits it by then.
+            flow: Flow[T] = self.flow(
+                breaker, replayable=replayable, describe=describe,
+                allow_retry=allow_retry, trace=trace,
+            )  # fmt: skip
+            return run_sync(flow, attempt, discard, clock)
+        if self.budget is not None:
+            self.budget.deposit(started)
+        step = Attempt(1, self._first_timeout, breaker.current_state, trace)
+        try:
+            value = attempt(step)
+        except Exception as error:
+            outcome: Outcome[T] = Outcome(None, error, clock.monotonic() - started)
+        except BaseException as exc:
+            self._abandoned(breaker, permit, step, exc)
+            raise
+        else:
+            now = clock.monotonic()
+            if self.classify(value, None) is None:
+                self._succeeded(breaker, permit, step, now - started, now, started)
+                return value
+            outcome = Outcome(value, None, now - started)
+        flow = self.flow(
+            breaker, replayable=replayable, describe=describe, allow_retry=allow_retry,
+            trace=trace, first=_First(step, permit, outcome, started),
+        )  # fmt: skip
+        return run_sync(flow, attempt, discard, clock)
+
+    async def acall(
+        self,
+        breaker: CircuitBreaker,
+        attempt: Callable[[Attempt], Awaitable[T]],
+        discard: Callable[[T], Awaitable[None]],
+        *,
+        replayable: bool,
+        describe: Callable[[], CallDescription],
+        allow_retry: bool = True,
+        trace: AttemptTrace | None = None,
+    ) -> T:
+        """:meth:`call` in a task; with ``cancel_slow`` an attempt is cancelled at its timeout."""
+        clock = self.clock
+        deadlines = self.deadlines
+        started = clock.monotonic()
+        try:
+            permit = breaker.acquire(started)
+        except CircuitOpenError:
+            flow: Flow[T] = self.flow(
+                breaker, replayable=replayable, describe=describe,
+                allow_retry=allow_retry, trace=trace,
+            )  # fmt: skip
+            return await run_async(flow, attempt, discard, clock, deadlines)
+        if self.budget is not None:
+            self.budget.deposit(started)
+        step = Attempt(1, self._first_timeout, breaker.current_state, trace)
+        try:
+            if deadlines is None or step.timeout is None:
+                value = await attempt(step)
+            else:
+                with deadlines.scope(step.timeout):
+                    value = await attempt(step)
+        except Exception as error:
+            outcome: Outcome[T] = Outcome(None, error, clock.monotonic() - started)
+        except BaseException as exc:
+            self._abandoned(breaker, permit, step, exc)
+            raise
+        else:
+            now = clock.monotonic()
+            if self.classify(value, None) is None:
+                self._succeeded(breaker, permit, step, now - started, now, started)
+                return value
+            outcome = Outcome(value, None, now - started)
+        flow = self.flow(
+            breaker, replayable=replayable, describe=describe, allow_retry=allow_retry,
+            trace=trace, first=_First(step, permit, outcome, started),
+        )  # fmt: skip
+        return await run_async(flow, attempt, discard, clock, deadlines)
+
     # -- the loop --------------------------------------------------------------------------
     def flow(
         self,
@@ -191,6 +310,8 @@ class Engine:
         replayable: bool,
         describe: Callable[[], CallDescription],
         allow_retry: bool = True,
+        trace: AttemptTrace | None = None,
+        first: _First[T] | None = None,
     ) -> Flow[T]:
         """The retry/breaker loop for one logical call.
 
@@ -202,14 +323,16 @@ class Engine:
             describe: builds the dead letter's description of the call, if one is needed.
             allow_retry: ``False`` allows one attempt only, whatever the failure (a statement inside
                 an open transaction cannot be resent on its own).
+            trace: the span every attempt reports to (a database operation's one span).
+            first: the first attempt, already made: the flow starts from its outcome.
         """
         policy = self.policy
         retry = policy.retry
         clock = self.clock
         call_timeout = policy.breaker.call_timeout
-        started = clock.monotonic()
+        started = clock.monotonic() if first is None else first.started
         deadline = None if retry.total_timeout is None else started + retry.total_timeout
-        if self.budget is not None:
+        if self.budget is not None and first is None:
             self.budget.deposit(started)
         attempt = 0
         previous_delay = retry.base_delay
@@ -219,42 +342,39 @@ class Engine:
         previous: AttemptTrace | None = None
         while True:
             attempt += 1
-            now = clock.monotonic() if attempt > 1 else started
-            try:
-                permit = breaker.acquire(now)
-            except CircuitOpenError as rejected:
-                if outcome is None or outcome.error is None:
-                    # First attempt, or the last response was discarded (closed) before the
-                    # sleep, so nothing is left to return: the call ends as rejected.
-                    return self._rejected(rejected, started, describe)
-                attempt -= 1  # this attempt never ran
-                break  # the breaker opened between attempts: stop retrying
-            timeout = call_timeout
-            if deadline is not None:
-                remaining = deadline - now
-                timeout = remaining if timeout is None else min(timeout, remaining)
-            step = Attempt(
-                attempt, timeout, breaker.current_state, after_retry=scheduled, previous=previous
-            )
-            try:
-                outcome = yield step
-            except BaseException as exc:
-                breaker.release(permit)  # cancelled or interrupted: not the upstream's fault
-                self._end_trace(step, exc, None, 0.0, None, None)
-                raise
+            if first is not None:
+                step, permit, outcome = first.step, first.permit, first.outcome
+                first = None
+            else:
+                now = clock.monotonic() if attempt > 1 else started
+                try:
+                    permit = breaker.acquire(now)
+                except CircuitOpenError as rejected:
+                    if outcome is None or outcome.error is None:
+                        # First attempt, or the last response was discarded (closed) before
+                        # the sleep, so nothing is left to return: the call ends as rejected.
+                        return self._rejected(rejected, started, describe)
+                    attempt -= 1  # this attempt never ran
+                    break  # the breaker opened between attempts: stop retrying
+                timeout = call_timeout
+                if deadline is not None:
+                    remaining = deadline - now
+                    timeout = remaining if timeout is None else min(timeout, remaining)
+                step = Attempt(attempt, timeout, breaker.current_state, trace, scheduled, previous)
+                try:
+                    outcome = yield step
+                except BaseException as exc:
+                    self._abandoned(breaker, permit, step, exc)
+                    raise
             assert outcome is not None
             failure = self.classify(outcome.value, outcome.error)
             now = clock.monotonic()
-            change = breaker.record(
-                permit,
-                failure=failure is not None and failure.counts_as_failure,
-                duration=outcome.duration,
-                now=now,
-            )
             if failure is None:
-                self._end_trace(step, None, None, outcome.duration, None, change)
-                self._finished("success", None, attempt, now - started)
+                self._succeeded(breaker, permit, step, outcome.duration, now, started)
                 return Final(outcome.value, None)
+            change = breaker.record(
+                permit, failure=failure.counts_as_failure, duration=outcome.duration, now=now
+            )
             delay = (
                 self._next_delay(
                     failure, attempt, replayable, previous_delay, now, deadline, breaker
@@ -273,6 +393,28 @@ class Engine:
         assert outcome is not None
         assert failure is not None
         return self._failed(outcome, failure, attempt, started, replayable, describe, allow_retry)
+
+    def _succeeded(
+        self,
+        breaker: CircuitBreaker,
+        permit: int,
+        step: Attempt,
+        duration: float,
+        now: float,
+        started: float,
+    ) -> None:
+        """Account for a successful attempt (the call ends with its value)."""
+        change = breaker.record(permit, failure=False, duration=duration, now=now)
+        if step.trace is not None:
+            self._end_trace(step, None, None, duration, None, change)
+        self._finished("success", None, step.number, now - started)
+
+    def _abandoned(
+        self, breaker: CircuitBreaker, permit: int, step: Attempt, exc: BaseException
+    ) -> None:
+        """An attempt was cancelled or interrupted: not the upstream's fault."""
+        breaker.release(permit)
+        self._end_trace(step, exc, None, 0.0, None, None)
 
     def _next_delay(
         self,
@@ -501,15 +643,24 @@ async def run_async(
     attempt: Callable[[Attempt], Awaitable[T]],
     discard: Callable[[T], Awaitable[None]],
     clock: Clock,
+    deadlines: Deadlines | None = None,
 ) -> T:
-    """Drive ``flow`` in a task: await ``attempt``, close discarded values, sleep."""
+    """Drive ``flow`` in a task: await ``attempt``, close discarded values, sleep.
+
+    With ``deadlines``, an attempt still running at its timeout is cancelled and fails with
+    :class:`TimeoutError`.
+    """
     try:
         step: Attempt | Sleep[T] = next(flow)
         while True:
             if isinstance(step, Attempt):
                 begin = clock.monotonic()
                 try:
-                    value = await attempt(step)
+                    if deadlines is None or step.timeout is None:
+                        value = await attempt(step)
+                    else:
+                        with deadlines.scope(step.timeout):
+                            value = await attempt(step)
                 except Exception as error:
                     result: Outcome[T] = Outcome(None, error, clock.monotonic() - begin)
                 else:
