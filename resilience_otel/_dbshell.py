@@ -3,7 +3,6 @@ logical operation covering its retries (database semantic conventions)."""
 
 from __future__ import annotations
 
-import asyncio
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from contextvars import Token
@@ -18,15 +17,22 @@ from ._breaker import CircuitBreaker
 from ._classify import ErrorClass
 from ._clock import Clock
 from ._config import Policy
-from ._engine import Attempt, CallDescription, Classifier, Engine, Flow, run_async, run_sync
+from ._engine import Attempt, CallDescription, Classifier, Engine
 from ._events import Observer
 from ._exceptions import CircuitOpenError
-from ._telemetry import SUPPRESS_INSTRUMENTATION_KEY, AttemptTrace, instrumentation_suppressed
+from ._telemetry import (
+    SUPPRESS_INSTRUMENTATION_KEY,
+    AttemptTrace,
+    Telemetry,
+    instrumentation_suppressed,
+)
 from .dlq import DeadLetterQueue
 
 __all__ = ["DbShell"]
 
 T = TypeVar("T")
+
+_DEFAULT_PORTS = {"redis": 6379, "postgresql": 5432}
 
 
 async def _no_discard(value: object) -> None:
@@ -70,160 +76,184 @@ class DbShell:
             reject_as=reject_as,
             tracer_provider=tracer_provider,
             meter_provider=meter_provider,
+            cancel_slow=True,
         )
         self.breaker = self.engine.service_breaker(breaker)
         self.system = system
         self.service = policy.service
         attributes: dict[str, Any] = {sc.DB_SYSTEM_NAME: system, sc.SERVER_ADDRESS: server[0]}
-        if server[1] is not None:
+        # Semantic conventions ask for the port only when it is not the system's default.
+        if server[1] is not None and server[1] != _DEFAULT_PORTS.get(system):
             attributes[sc.SERVER_PORT] = server[1]
+        self._metric_base = dict(attributes)
         if namespace is not None:
             attributes[sc.DB_NAMESPACE] = namespace
-        self._base_attributes = attributes
-        self._operation_attributes: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+        self._span_base = attributes
+        self._operations: dict[str, _Operation] = {}
 
     # -- running ---------------------------------------------------------------------------
     def run_sync(
         self,
         operation: str,
-        attempt: Callable[[], T],
+        attempt: Callable[[Attempt], T],
         *,
         replayable: bool,
         extra: dict[str, Any] | None = None,
     ) -> T:
         """Run ``attempt`` (re-called on each retry) as the logical operation ``operation``."""
-        flow: Flow[T] = self.engine.flow(
-            self.breaker, replayable=replayable, describe=self._describer(operation)
-        )
-        span, token = self._start(operation, extra)
-        begin = self.engine.clock.monotonic()
+        op = self._operation(operation)
+        engine = self.engine
+        telemetry = engine.telemetry
+        if telemetry is None:
+            return engine.call(self.breaker, attempt, _ignore, replayable=replayable,
+                               describe=op.describe)  # fmt: skip
+        span, token = self._start(telemetry, op, extra)
+        begin = engine.clock.monotonic()
         try:
-            result: T = run_sync(flow, self._wrap(span, attempt), _ignore, self.engine.clock)
+            result = engine.call(
+                self.breaker, attempt, _ignore, replayable=replayable, describe=op.describe,
+                trace=None if span is None else AttemptTrace(span, None, False, per_call=True),
+            )  # fmt: skip
         except BaseException as exc:
-            self._end(span, token, operation, begin, exc)
+            self._end(telemetry, span, token, op, begin, exc)
             raise
-        self._end(span, token, operation, begin, None)
+        self._end(telemetry, span, token, op, begin, None)
         return result
 
-    async def run_async(
+    def run_async(
         self,
         operation: str,
-        attempt: Callable[[], Awaitable[T]],
+        attempt: Callable[[Attempt], Awaitable[T]],
         *,
         replayable: bool,
         extra: dict[str, Any] | None = None,
         retry: bool = True,
+    ) -> Awaitable[T]:
+        """Async :meth:`run_sync` (to await); ``call_timeout`` cancels a slow attempt;
+        ``retry=False`` makes exactly one attempt."""
+        op = self._operation(operation)
+        engine = self.engine
+        telemetry = engine.telemetry
+        if telemetry is None:  # no coroutine of our own around the engine's
+            return engine.acall(self.breaker, attempt, _no_discard, replayable=replayable,
+                                describe=op.describe, allow_retry=retry)  # fmt: skip
+        return self._run_async_traced(telemetry, op, attempt, replayable, extra, retry)
+
+    async def _run_async_traced(
+        self,
+        telemetry: Telemetry,
+        op: _Operation,
+        attempt: Callable[[Attempt], Awaitable[T]],
+        replayable: bool,
+        extra: dict[str, Any] | None,
+        retry: bool,
     ) -> T:
-        """Async :meth:`run_sync`; ``call_timeout`` cancels a slow attempt; ``retry=False``
-        makes exactly one attempt."""
-        flow: Flow[T] = self.engine.flow(
-            self.breaker,
-            replayable=replayable,
-            describe=self._describer(operation),
-            allow_retry=retry,
-        )
-        span, token = self._start(operation, extra)
-        begin = self.engine.clock.monotonic()
-
-        async def one(step: Attempt) -> T:
-            if span is not None:
-                step.trace = AttemptTrace(span, None, owned=False, per_call=True)
-            if step.timeout is None:
-                return await attempt()
-            async with asyncio.timeout(step.timeout):
-                return await attempt()
-
+        engine = self.engine
+        span, token = self._start(telemetry, op, extra)
+        begin = engine.clock.monotonic()
         try:
-            result: T = await run_async(flow, one, _no_discard, self.engine.clock)
+            result = await engine.acall(
+                self.breaker, attempt, _no_discard, replayable=replayable, describe=op.describe,
+                allow_retry=retry,
+                trace=None if span is None else AttemptTrace(span, None, False, per_call=True),
+            )  # fmt: skip
         except BaseException as exc:
-            self._end(span, token, operation, begin, exc)
+            self._end(telemetry, span, token, op, begin, exc)
             raise
-        self._end(span, token, operation, begin, None)
+        self._end(telemetry, span, token, op, begin, None)
         return result
 
     # -- telemetry ---------------------------------------------------------------------------
-    def _wrap(self, span: Span | None, attempt: Callable[[], T]) -> Callable[[Attempt], T]:
-        def one(step: Attempt) -> T:
-            if span is not None:
-                step.trace = AttemptTrace(span, None, owned=False, per_call=True)
-            return attempt()
-
-        return one
-
-    def _describer(self, operation: str) -> Callable[[], CallDescription]:
-        system = self.system
-
-        def describe() -> CallDescription:
-            # Never the arguments or the query: they may hold credentials or personal data.
-            return CallDescription(
-                operation=f"{system} {operation}", metadata={"operation": operation}
-            )
-
-        return describe
-
     def _start(
-        self, operation: str, extra: dict[str, Any] | None
+        self, telemetry: Telemetry, op: _Operation, extra: dict[str, Any] | None
     ) -> tuple[Span | None, Token[Context] | None]:
-        telemetry = self.engine.telemetry
-        if telemetry is None or not telemetry.tracing_live() or instrumentation_suppressed():
+        if not telemetry.tracing_live() or instrumentation_suppressed():
             return None, None
-        attributes = self._attributes(operation)[0]
+        attributes = op.span_attributes
         if extra:
             attributes = {**attributes, **extra}
-        span = telemetry.tracer.start_span(operation, kind=SpanKind.CLIENT, attributes=attributes)
+        span = telemetry.tracer.start_span(op.name, kind=SpanKind.CLIENT, attributes=attributes)
         # Our span is the operation's span: keep the client's own instrumentation quiet below it.
         ctx = context.set_value(SUPPRESS_INSTRUMENTATION_KEY, True, trace.set_span_in_context(span))
         return span, context.attach(ctx)
 
     def _end(
         self,
+        telemetry: Telemetry,
         span: Span | None,
         token: Token[Context] | None,
-        operation: str,
+        op: _Operation,
         begin: float,
         error: BaseException | None,
     ) -> None:
         if token is not None:
             context.detach(token)
-        telemetry = self.engine.telemetry
-        if telemetry is None or (span is None and not telemetry.metrics_live()):
+        metrics_live = telemetry.metrics_live()
+        if span is None and not metrics_live:
             return
-        metric = self._attributes(operation)[1]
+        metric = op.metric_attributes
         if isinstance(error, Exception):
-            metric = dict(metric)
-            if isinstance(error, CircuitOpenError):
-                error_type, error_class = "CircuitOpenError", ErrorClass.TRANSIENT.value
-            else:
-                failure = self.engine.classify(None, error)
-                error_type = type(error).__name__ if failure is None else failure.error_type
-                error_class = "permanent" if failure is None else failure.error_class.value
-            metric[sc.ERROR_TYPE] = error_type
+            error_type, error_class = self._describe_error(error)
+            metric = {**metric, sc.ERROR_TYPE: error_type}
             if span is not None and span.is_recording():
-                span.set_attribute(sc.ERROR_TYPE, error_type)
-                span.set_attribute(sc.RESILIENCE_ERROR_CLASS, error_class)
+                span.set_attributes(
+                    {sc.ERROR_TYPE: error_type, sc.RESILIENCE_ERROR_CLASS: error_class}
+                )
                 span.record_exception(error)
                 span.set_status(Status(StatusCode.ERROR, error_type))
-        if telemetry.metrics_live():
+        if metrics_live:
             telemetry.db_duration.record(self.engine.clock.monotonic() - begin, metric)
         if span is not None:
             span.end()
 
-    def _attributes(self, operation: str) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Span and metric attributes of ``operation``, built once per operation name
-        (names are few: commands or statement keywords). Callers must not modify them."""
-        cached = self._operation_attributes.get(operation)
-        if cached is None:
-            span_attributes = {
-                **self._base_attributes,
-                sc.DB_OPERATION_NAME: operation,
-                sc.RESILIENCE_SERVICE: self.service,
-            }
-            metric = {**self._base_attributes, sc.DB_OPERATION_NAME: operation}
-            metric.pop(sc.DB_NAMESPACE, None)
-            cached = (span_attributes, metric)
-            if len(self._operation_attributes) < 512:
-                self._operation_attributes[operation] = cached
-        return cached
+    def _describe_error(self, error: Exception) -> tuple[str, str]:
+        """``error.type`` and error class of the error an operation ended with."""
+        if isinstance(error, CircuitOpenError):
+            return "CircuitOpenError", ErrorClass.TRANSIENT.value
+        failure = self.engine.classify(None, error)
+        if failure is None:
+            return type(error).__name__, ErrorClass.PERMANENT.value
+        return failure.error_type, failure.error_class.value
+
+    def _operation(self, name: str) -> _Operation:
+        """What an operation's spans, metrics and dead letters say, built once per name
+        (names are few: commands or statement keywords)."""
+        op = self._operations.get(name)
+        if op is None:
+            op = _Operation(self.system, name, self._span_base, self._metric_base, self.service)
+            if len(self._operations) < 512:
+                self._operations[name] = op
+        return op
+
+
+class _Operation:
+    """Span and metric attributes and the dead-letter description of one operation name.
+    Shared between calls: never modified after construction."""
+
+    __slots__ = ("description", "metric_attributes", "name", "span_attributes")
+
+    def __init__(
+        self,
+        system: str,
+        name: str,
+        span_base: dict[str, Any],
+        metric_base: dict[str, Any],
+        service: str,
+    ) -> None:
+        self.name = name
+        self.span_attributes = {
+            **span_base,
+            sc.DB_OPERATION_NAME: name,
+            sc.RESILIENCE_SERVICE: service,
+        }
+        self.metric_attributes = {**metric_base, sc.DB_OPERATION_NAME: name}
+        # Never the arguments or the query: they may hold credentials or personal data.
+        self.description = CallDescription(
+            operation=f"{system} {name}", metadata={"operation": name}
+        )
+
+    def describe(self) -> CallDescription:
+        return self.description
 
 
 def _ignore(value: object) -> None:

@@ -30,7 +30,7 @@ from ._classify import ErrorClass, Failure, FailureKind, classify_exception
 from ._clock import SYSTEM_CLOCK, Clock
 from ._config import Policy
 from ._dbshell import DbShell
-from ._engine import Classifier
+from ._engine import Attempt, Classifier
 from ._events import Observer
 from ._exceptions import CircuitOpenError, mix_with
 from .dlq import DeadLetterQueue
@@ -157,24 +157,41 @@ def strip_literals(query: str) -> str:
 class _Runner:
     """A shell plus the query-text policy; shared by a pool and the connections it lends."""
 
+    _MAX_STATEMENTS = 1024
+
     def __init__(self, shell: DbShell, record_query: bool) -> None:
         self.shell = shell
         self.record_query = record_query
+        # query -> (operation name, read-only): statements are mostly constants, so each is
+        # parsed once. Bounded: cleared when full (queries built with literals in them).
+        self._statements: dict[str, tuple[str, bool]] = {}
 
-    async def run(
+    def statement(self, query: str) -> tuple[str, bool]:
+        """The operation name and read-only verdict of ``query``."""
+        known = self._statements.get(query)
+        if known is None:
+            known = (operation_name(query), is_read_only(query))
+            if len(self._statements) >= self._MAX_STATEMENTS:
+                self._statements.clear()
+            self._statements[query] = known
+        return known
+
+    def run(
         self,
         query: str,
-        attempt: Callable[[], Awaitable[T]],
+        attempt: Callable[[Attempt], Awaitable[T]],
         *,
         idempotent: bool,
         in_transaction: bool = False,
         operation: str | None = None,
-    ) -> T:
+    ) -> Awaitable[T]:
+        """Run ``query``'s attempts through the shell (to await)."""
+        name, read_only = self.statement(query)
         extra = {sc.DB_QUERY_TEXT: strip_literals(query)} if self.record_query else None
-        return await self.shell.run_async(
-            operation or operation_name(query),
+        return self.shell.run_async(
+            operation or name,
             attempt,
-            replayable=idempotent or is_read_only(query),
+            replayable=idempotent or read_only,
             extra=extra,
             retry=not in_transaction,
         )
@@ -240,7 +257,7 @@ class _Queries:
     ) -> str:
         """``execute`` with resilience; ``idempotent=True`` allows resending a write."""
         result: str = await self._runner.run(
-            query, lambda: self._target.execute(query, *args, timeout=timeout),
+            query, lambda _: self._target.execute(query, *args, timeout=timeout),
             idempotent=idempotent, in_transaction=self._in_transaction(),
         )  # fmt: skip
         return result
@@ -256,7 +273,7 @@ class _Queries:
         """``executemany`` with resilience (a write: resent only when ``idempotent``)."""
         rows = list(args)
         await self._runner.run(
-            command, lambda: self._target.executemany(command, rows, timeout=timeout),
+            command, lambda _: self._target.executemany(command, rows, timeout=timeout),
             idempotent=idempotent, in_transaction=self._in_transaction(),
         )  # fmt: skip
 
@@ -265,7 +282,7 @@ class _Queries:
     ) -> list[Any]:
         """``fetch`` with resilience."""
         result: list[Any] = await self._runner.run(
-            query, lambda: self._target.fetch(query, *args, timeout=timeout),
+            query, lambda _: self._target.fetch(query, *args, timeout=timeout),
             idempotent=idempotent, in_transaction=self._in_transaction(),
         )  # fmt: skip
         return result
@@ -275,7 +292,7 @@ class _Queries:
     ) -> Any:
         """``fetchrow`` with resilience."""
         return await self._runner.run(
-            query, lambda: self._target.fetchrow(query, *args, timeout=timeout),
+            query, lambda _: self._target.fetchrow(query, *args, timeout=timeout),
             idempotent=idempotent, in_transaction=self._in_transaction(),
         )  # fmt: skip
 
@@ -289,14 +306,14 @@ class _Queries:
     ) -> Any:
         """``fetchval`` with resilience."""
         return await self._runner.run(
-            query, lambda: self._target.fetchval(query, *args, column=column, timeout=timeout),
+            query, lambda _: self._target.fetchval(query, *args, column=column, timeout=timeout),
             idempotent=idempotent, in_transaction=self._in_transaction(),
         )  # fmt: skip
 
     async def copy_from_table(self, table_name: str, **kwargs: Any) -> str:
         """``copy_from_table`` (a read of the table): retried like a SELECT."""
         result: str = await self._runner.run(
-            "SELECT", lambda: self._target.copy_from_table(table_name, **kwargs),
+            "SELECT", lambda _: self._target.copy_from_table(table_name, **kwargs),
             idempotent=True, in_transaction=self._in_transaction(), operation="COPY",
         )  # fmt: skip
         return result
@@ -304,7 +321,7 @@ class _Queries:
     async def copy_from_query(self, query: str, *args: Any, **kwargs: Any) -> str:
         """``copy_from_query``: retried when ``query`` is read-only."""
         result: str = await self._runner.run(
-            query, lambda: self._target.copy_from_query(query, *args, **kwargs),
+            query, lambda _: self._target.copy_from_query(query, *args, **kwargs),
             idempotent=False, in_transaction=self._in_transaction(), operation="COPY",
         )  # fmt: skip
         return result
@@ -314,7 +331,7 @@ class _Queries:
     ) -> str:
         """``copy_to_table`` (a write): resent only when it had no effect or ``idempotent``."""
         result: str = await self._runner.run(
-            "COPY", lambda: self._target.copy_to_table(table_name, **kwargs),
+            "COPY", lambda _: self._target.copy_to_table(table_name, **kwargs),
             idempotent=idempotent, in_transaction=self._in_transaction(),
         )  # fmt: skip
         return result
@@ -324,8 +341,9 @@ class _Queries:
     ) -> str:
         """``copy_records_to_table`` (a write): resent only when safe or ``idempotent``."""
         rows = list(records)
+        target = self._target
         result: str = await self._runner.run(
-            "COPY", lambda: self._target.copy_records_to_table(table_name, records=rows, **kwargs),
+            "COPY", lambda _: target.copy_records_to_table(table_name, records=rows, **kwargs),
             idempotent=idempotent, in_transaction=self._in_transaction(),
         )  # fmt: skip
         return result
@@ -430,7 +448,7 @@ async def run_in_transaction(
             raise ValueError("run_in_transaction needs policy= when given a raw asyncpg pool")
         runner, raw = wrap(pool, policy=policy)._runner, pool
 
-    async def attempt() -> T:
+    async def attempt(step: Attempt) -> T:
         async with raw.acquire() as connection:
             transaction = connection.transaction(
                 isolation=isolation, readonly=readonly, deferrable=deferrable

@@ -15,10 +15,9 @@ After the last retryable *response* the caller gets that response; after the las
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +26,8 @@ from opentelemetry import context
 
 from ._classify import ErrorClass, Failure, FailureKind, classify_exception
 from ._clock import SYSTEM_CLOCK, Clock
-from ._engine import Attempt, CallDescription, Engine, Flow, run_async, run_sync
+from ._deadline import Deadlines
+from ._engine import Attempt, CallDescription, Engine
 from ._exceptions import CircuitOpenError, mix_with
 from ._http_telemetry import (
     InstrumentationAwareMethod,
@@ -228,12 +228,21 @@ class _Shell:
         with self._lock:
             return [self.breaker, *self._host_breakers.values()]
 
-    def flow(self, request: httpx.Request) -> Flow[httpx.Response]:
-        return self.engine.flow(
-            self.breaker_for(request),
-            replayable=_replayable(request),
-            describe=partial(self.describe, request),
-        )
+    def call(
+        self, request: httpx.Request, send: Callable[[Attempt], httpx.Response]
+    ) -> httpx.Response:
+        return self.engine.call(
+            self.breaker_for(request), send, httpx.Response.close,
+            replayable=_replayable(request), describe=partial(self.describe, request),
+        )  # fmt: skip
+
+    def acall(
+        self, request: httpx.Request, send: Callable[[Attempt], Awaitable[httpx.Response]]
+    ) -> Awaitable[httpx.Response]:
+        return self.engine.acall(
+            self.breaker_for(request), send, httpx.Response.aclose,
+            replayable=_replayable(request), describe=partial(self.describe, request),
+        )  # fmt: skip
 
     def describe(self, request: httpx.Request) -> CallDescription:
         payload = None
@@ -353,8 +362,7 @@ class ResilientTransport(_Breakers, httpx.BaseTransport):
 
     def _handle_request(self, request: httpx.Request) -> httpx.Response:
         shell = self._shell
-        send = partial(self._send, request, request.extensions.get("timeout"))
-        return run_sync(shell.flow(request), send, httpx.Response.close, shell.engine.clock)
+        return shell.call(request, partial(self._send, request, request.extensions.get("timeout")))
 
     handle_request = InstrumentationAwareMethod("_handle_request")
 
@@ -421,7 +429,7 @@ class ResilientTransport(_Breakers, httpx.BaseTransport):
 class AsyncResilientTransport(_Breakers, httpx.AsyncBaseTransport):
     __doc__ = (
         "The asyncio twin of :class:`ResilientTransport`. ``call_timeout`` cancels the attempt\n"
-        "    (``asyncio.timeout``) and surfaces as ``httpx.ReadTimeout``; cancelling the calling\n"
+        "    and surfaces as ``httpx.ReadTimeout``; cancelling the calling\n"
         "    task propagates at once.\n" + _ARGS_DOC
     )
 
@@ -445,6 +453,7 @@ class AsyncResilientTransport(_Breakers, httpx.AsyncBaseTransport):
     ) -> None:
         self._transport = transport if transport is not None else httpx.AsyncHTTPTransport()
         self._otel_attempt_wrapper: Callable[..., Any] | None = None
+        self._deadlines = Deadlines()
         self._shell = _Shell(
             policy, classifier=classifier, breaker=breaker, per_host=per_host, max_hosts=max_hosts,
             dead_letters=dead_letters, keep_payload=keep_payload, read_body=read_body,
@@ -455,10 +464,7 @@ class AsyncResilientTransport(_Breakers, httpx.AsyncBaseTransport):
     async def _handle_async_request(self, request: httpx.Request) -> httpx.Response:
         shell = self._shell
         send = partial(self._send, request, request.extensions.get("timeout"))
-        response: httpx.Response = await run_async(
-            shell.flow(request), send, httpx.Response.aclose, shell.engine.clock
-        )
-        return response
+        return await shell.acall(request, send)
 
     handle_async_request = InstrumentationAwareMethod("_handle_async_request")
 
@@ -470,10 +476,10 @@ class AsyncResilientTransport(_Breakers, httpx.AsyncBaseTransport):
         if step.timeout is None:
             return await self._traced(request, step)
         try:
-            async with asyncio.timeout(step.timeout) as scope:
+            with self._deadlines.scope(step.timeout) as scope:
                 return await self._traced(request, step)
         except TimeoutError as exc:
-            if scope.expired():
+            if scope.expired:
                 raise _call_timed_out(request, step) from exc
             raise
 

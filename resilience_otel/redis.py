@@ -39,7 +39,7 @@ from ._classify import ErrorClass, Failure, FailureKind, classify_exception
 from ._clock import SYSTEM_CLOCK, Clock
 from ._config import Policy
 from ._dbshell import DbShell
-from ._engine import Classifier
+from ._engine import Attempt, Classifier
 from ._events import Observer
 from ._exceptions import CircuitOpenError, mix_with
 from ._shared import RedisBreakerStore, SharedCircuitBreaker
@@ -151,13 +151,31 @@ def _server_of(client: redis.Redis | redis.asyncio.Redis) -> tuple[str, int | No
 
 
 class _Guard:
-    """The shell bound to one client: decides replayability and runs commands."""
+    """The shell bound to one client: names commands and decides replayability."""
+
+    _MAX_NAMES = 1024
 
     def __init__(self, shell: DbShell, idempotent_commands: frozenset[str]) -> None:
         self.shell = shell
         self.safe = READ_ONLY_COMMANDS | idempotent_commands
+        self._names: dict[str | bytes, str] = {}  # args[0] -> command name, bounded
 
-    def replayable(self, names: Iterable[str]) -> bool:
+    def command_name(self, args: tuple[Any, ...]) -> str:
+        """The command's name (``GET``), looked up once per spelling of it."""
+        first = args[0] if args else None
+        if type(first) is str or type(first) is bytes:
+            name = self._names.get(first)
+            if name is None:
+                name = _command_name(args)
+                if len(self._names) < self._MAX_NAMES:
+                    self._names[first] = name
+            return name
+        return _command_name(args)
+
+    def replayable(self, name: str) -> bool:
+        return name in self.safe or _idempotent_block.get()
+
+    def all_replayable(self, names: Iterable[str]) -> bool:
         return _idempotent_block.get() or all(name in self.safe for name in names)
 
 
@@ -224,11 +242,11 @@ def _patch_sync(client: redis.Redis, guard: _Guard) -> None:
     shell = guard.shell
 
     def guarded_execute(*args: Any, **options: Any) -> Any:
-        name = _command_name(args)
+        name = guard.command_name(args)
         return shell.run_sync(
             name,
-            lambda: execute_command(*args, **options),  # type: ignore[no-untyped-call]
-            replayable=guard.replayable((name,)),
+            lambda _: execute_command(*args, **options),  # type: ignore[no-untyped-call]
+            replayable=guard.replayable(name),
         )
 
     def guarded_pipeline(transaction: bool = True, shard_hint: Any = None) -> Any:
@@ -237,16 +255,16 @@ def _patch_sync(client: redis.Redis, guard: _Guard) -> None:
 
         def guarded_pipeline_execute(raise_on_error: bool = True) -> Any:
             stack = list(pipe.command_stack)  # execute() empties it; each attempt needs it
-            names = [_command_name(args) for args, _ in stack]
+            names = [guard.command_name(args) for args, _ in stack]
 
-            def attempt() -> Any:
+            def attempt(step: Attempt) -> Any:
                 pipe.command_stack = list(stack)
                 return execute(raise_on_error)
 
             operation = "MULTI" if getattr(pipe, "transaction", False) is True else "PIPELINE"
             extra = {sc.DB_OPERATION_BATCH_SIZE: len(stack)}
             return shell.run_sync(
-                operation, attempt, replayable=guard.replayable(names), extra=extra
+                operation, attempt, replayable=guard.all_replayable(names), extra=extra
             )
 
         pipe.execute = guarded_pipeline_execute  # type: ignore[method-assign]
@@ -262,11 +280,11 @@ def _patch_async(client: redis.asyncio.Redis, guard: _Guard) -> None:
     shell = guard.shell
 
     async def guarded_execute(*args: Any, **options: Any) -> Any:
-        name = _command_name(args)
+        name = guard.command_name(args)
         return await shell.run_async(
             name,
-            lambda: execute_command(*args, **options),  # type: ignore[no-untyped-call]
-            replayable=guard.replayable((name,)),
+            lambda _: execute_command(*args, **options),  # type: ignore[no-untyped-call]
+            replayable=guard.replayable(name),
         )
 
     def guarded_pipeline(transaction: bool = True, shard_hint: Any = None) -> Any:
@@ -275,16 +293,16 @@ def _patch_async(client: redis.asyncio.Redis, guard: _Guard) -> None:
 
         async def guarded_pipeline_execute(raise_on_error: bool = True) -> Any:
             stack = list(pipe.command_stack)  # execute() empties it; each attempt needs it
-            names = [_command_name(args) for args, _ in stack]
+            names = [guard.command_name(args) for args, _ in stack]
 
-            async def attempt() -> Any:
+            async def attempt(step: Attempt) -> Any:
                 pipe.command_stack = list(stack)
                 return await execute(raise_on_error)
 
             operation = "MULTI" if pipe.is_transaction else "PIPELINE"
             extra = {sc.DB_OPERATION_BATCH_SIZE: len(stack)}
             return await shell.run_async(
-                operation, attempt, replayable=guard.replayable(names), extra=extra
+                operation, attempt, replayable=guard.all_replayable(names), extra=extra
             )
 
         pipe.execute = guarded_pipeline_execute  # type: ignore[method-assign]
