@@ -28,7 +28,7 @@ from ._telemetry import (
 )
 from .dlq import DeadLetterQueue
 
-__all__ = ["DbShell"]
+__all__ = ["DbShell", "Operation"]
 
 T = TypeVar("T")
 
@@ -89,19 +89,18 @@ class DbShell:
         if namespace is not None:
             attributes[sc.DB_NAMESPACE] = namespace
         self._span_base = attributes
-        self._operations: dict[str, _Operation] = {}
+        self._operations: dict[str, Operation] = {}
 
     # -- running ---------------------------------------------------------------------------
     def run_sync(
         self,
-        operation: str,
+        op: Operation,
         attempt: Callable[[Attempt], T],
         *,
         replayable: bool,
         extra: dict[str, Any] | None = None,
     ) -> T:
-        """Run ``attempt`` (re-called on each retry) as the logical operation ``operation``."""
-        op = self._operation(operation)
+        """Run ``attempt`` (re-called on each retry) as the logical operation ``op``."""
         engine = self.engine
         telemetry = engine.telemetry
         if telemetry is None:
@@ -122,7 +121,7 @@ class DbShell:
 
     def run_async(
         self,
-        operation: str,
+        op: Operation,
         attempt: Callable[[Attempt], Awaitable[T]],
         *,
         replayable: bool,
@@ -131,7 +130,6 @@ class DbShell:
     ) -> Awaitable[T]:
         """Async :meth:`run_sync` (to await); ``call_timeout`` cancels a slow attempt;
         ``retry=False`` makes exactly one attempt."""
-        op = self._operation(operation)
         engine = self.engine
         telemetry = engine.telemetry
         if telemetry is None:  # no coroutine of our own around the engine's
@@ -142,7 +140,7 @@ class DbShell:
     async def _run_async_traced(
         self,
         telemetry: Telemetry,
-        op: _Operation,
+        op: Operation,
         attempt: Callable[[Attempt], Awaitable[T]],
         replayable: bool,
         extra: dict[str, Any] | None,
@@ -165,7 +163,7 @@ class DbShell:
 
     # -- telemetry ---------------------------------------------------------------------------
     def _start(
-        self, telemetry: Telemetry, op: _Operation, extra: dict[str, Any] | None
+        self, telemetry: Telemetry, op: Operation, extra: dict[str, Any] | None
     ) -> tuple[Span | None, Token[Context] | None]:
         if not telemetry.tracing_live() or instrumentation_suppressed():
             return None, None
@@ -182,7 +180,7 @@ class DbShell:
         telemetry: Telemetry,
         span: Span | None,
         token: Token[Context] | None,
-        op: _Operation,
+        op: Operation,
         begin: float,
         error: BaseException | None,
     ) -> None:
@@ -215,18 +213,18 @@ class DbShell:
             return type(error).__name__, ErrorClass.PERMANENT.value
         return failure.error_type, failure.error_class.value
 
-    def _operation(self, name: str) -> _Operation:
+    def operation(self, name: str) -> Operation:
         """What an operation's spans, metrics and dead letters say, built once per name
         (names are few: commands or statement keywords)."""
         op = self._operations.get(name)
         if op is None:
-            op = _Operation(self.system, name, self._span_base, self._metric_base, self.service)
+            op = Operation(self.system, name, self._span_base, self._metric_base, self.service)
             if len(self._operations) < 512:
                 self._operations[name] = op
         return op
 
 
-class _Operation:
+class Operation:
     """Span and metric attributes and the dead-letter description of one operation name.
     Shared between calls: never modified after construction."""
 

@@ -25,17 +25,12 @@ class _Watch:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop_ref = weakref.ref(loop)  # a strong one would keep a finished loop alive
-        self.in_flight: dict[int, DeadlineScope] = {}
+        self.in_flight: set[DeadlineScope] = set()
         self.handle: asyncio.TimerHandle | None = None
         self.armed_at = 0.0
 
-    def add(self, scope: DeadlineScope, loop: asyncio.AbstractEventLoop) -> None:
-        """Watch ``scope`` (called on the loop, like everything here)."""
-        self.in_flight[id(scope)] = scope
-        if self.handle is None or scope.deadline < self.armed_at:
-            self._arm(loop, scope.deadline)
-
-    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+    def arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        """Fire at ``when`` (time.monotonic) instead of whenever it was set to fire."""
         if self.handle is not None:
             self.handle.cancel()
         self.armed_at = when
@@ -45,17 +40,16 @@ class _Watch:
 
     def _fire(self) -> None:
         self.handle = None
-        loop = asyncio.get_running_loop()
         now = time.monotonic()
         earliest: float | None = None
-        for scope in list(self.in_flight.values()):
+        for scope in list(self.in_flight):
             if scope.deadline <= now:
-                del self.in_flight[id(scope)]
+                self.in_flight.discard(scope)
                 scope.expire()
             elif earliest is None or scope.deadline < earliest:
                 earliest = scope.deadline
         if earliest is not None:
-            self._arm(loop, earliest)
+            self.arm(asyncio.get_running_loop(), earliest)
 
 
 class DeadlineScope:
@@ -73,12 +67,16 @@ class DeadlineScope:
         self._task: asyncio.Task[object] | None = None
 
     def __enter__(self) -> DeadlineScope:
-        task = asyncio.current_task(self._loop)
+        loop = self._loop
+        task = asyncio.current_task(loop)
         if task is None:
             raise RuntimeError("a deadline scope needs a running task")
         self._task = task
         self._cancelling = task.cancelling()
-        self._watch.add(self, self._loop)
+        watch = self._watch
+        watch.in_flight.add(self)
+        if watch.handle is None or self.deadline < watch.armed_at:
+            watch.arm(loop, self.deadline)
         return self
 
     def __exit__(
@@ -87,7 +85,7 @@ class DeadlineScope:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._watch.in_flight.pop(id(self), None)
+        self._watch.in_flight.discard(self)
         if not self._expired:
             return
         assert self._task is not None

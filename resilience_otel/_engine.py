@@ -407,7 +407,8 @@ class Engine:
         change = breaker.record(permit, failure=False, duration=duration, now=now)
         if step.trace is not None:
             self._end_trace(step, None, None, duration, None, change)
-        self._finished("success", None, step.number, now - started)
+        if self.observers:
+            self._finished("success", None, step.number, now - started)
 
     def _abandoned(
         self, breaker: CircuitBreaker, permit: int, step: Attempt, exc: BaseException

@@ -29,7 +29,7 @@ from ._breaker import CircuitBreaker
 from ._classify import ErrorClass, Failure, FailureKind, classify_exception
 from ._clock import SYSTEM_CLOCK, Clock
 from ._config import Policy
-from ._dbshell import DbShell
+from ._dbshell import DbShell, Operation
 from ._engine import Attempt, Classifier
 from ._events import Observer
 from ._exceptions import CircuitOpenError, mix_with
@@ -162,15 +162,15 @@ class _Runner:
     def __init__(self, shell: DbShell, record_query: bool) -> None:
         self.shell = shell
         self.record_query = record_query
-        # query -> (operation name, read-only): statements are mostly constants, so each is
-        # parsed once. Bounded: cleared when full (queries built with literals in them).
-        self._statements: dict[str, tuple[str, bool]] = {}
+        # query -> (operation, read-only): statements are mostly constants, so each is parsed
+        # once. Bounded: cleared when full (queries built with literals in them).
+        self._statements: dict[str, tuple[Operation, bool]] = {}
 
-    def statement(self, query: str) -> tuple[str, bool]:
-        """The operation name and read-only verdict of ``query``."""
+    def statement(self, query: str) -> tuple[Operation, bool]:
+        """The operation of ``query`` and whether it is read-only."""
         known = self._statements.get(query)
         if known is None:
-            known = (operation_name(query), is_read_only(query))
+            known = (self.shell.operation(operation_name(query)), is_read_only(query))
             if len(self._statements) >= self._MAX_STATEMENTS:
                 self._statements.clear()
             self._statements[query] = known
@@ -186,10 +186,12 @@ class _Runner:
         operation: str | None = None,
     ) -> Awaitable[T]:
         """Run ``query``'s attempts through the shell (to await)."""
-        name, read_only = self.statement(query)
+        op, read_only = self.statement(query)
+        if operation is not None:
+            op = self.shell.operation(operation)
         extra = {sc.DB_QUERY_TEXT: strip_literals(query)} if self.record_query else None
         return self.shell.run_async(
-            operation or name,
+            op,
             attempt,
             replayable=idempotent or read_only,
             extra=extra,
@@ -471,7 +473,8 @@ async def run_in_transaction(
                 raise
             return result
 
-    return await runner.shell.run_async("TRANSACTION", attempt, replayable=False)
+    shell = runner.shell
+    return await shell.run_async(shell.operation("TRANSACTION"), attempt, replayable=False)
 
 
 async def _rollback_quietly(transaction: Any) -> None:

@@ -38,7 +38,7 @@ from ._breaker import CircuitBreaker
 from ._classify import ErrorClass, Failure, FailureKind, classify_exception
 from ._clock import SYSTEM_CLOCK, Clock
 from ._config import Policy
-from ._dbshell import DbShell
+from ._dbshell import DbShell, Operation
 from ._engine import Attempt, Classifier
 from ._events import Observer
 from ._exceptions import CircuitOpenError, mix_with
@@ -158,22 +158,20 @@ class _Guard:
     def __init__(self, shell: DbShell, idempotent_commands: frozenset[str]) -> None:
         self.shell = shell
         self.safe = READ_ONLY_COMMANDS | idempotent_commands
-        self._names: dict[str | bytes, str] = {}  # args[0] -> command name, bounded
+        # args[0] -> (operation, safe to resend by name); bounded
+        self._commands: dict[str | bytes, tuple[Operation, bool]] = {}
 
-    def command_name(self, args: tuple[Any, ...]) -> str:
-        """The command's name (``GET``), looked up once per spelling of it."""
+    def command(self, args: tuple[Any, ...]) -> tuple[Operation, bool]:
+        """The command's operation and whether its name alone makes it safe to resend,
+        looked up once per spelling of the command."""
         first = args[0] if args else None
-        if type(first) is str or type(first) is bytes:
-            name = self._names.get(first)
-            if name is None:
-                name = _command_name(args)
-                if len(self._names) < self._MAX_NAMES:
-                    self._names[first] = name
-            return name
-        return _command_name(args)
-
-    def replayable(self, name: str) -> bool:
-        return name in self.safe or _idempotent_block.get()
+        known = self._commands.get(first) if type(first) is str or type(first) is bytes else None
+        if known is None:
+            name = _command_name(args)
+            known = (self.shell.operation(name), name in self.safe)
+            if isinstance(first, str | bytes) and len(self._commands) < self._MAX_NAMES:
+                self._commands[first] = known
+        return known
 
     def all_replayable(self, names: Iterable[str]) -> bool:
         return _idempotent_block.get() or all(name in self.safe for name in names)
@@ -242,11 +240,11 @@ def _patch_sync(client: redis.Redis, guard: _Guard) -> None:
     shell = guard.shell
 
     def guarded_execute(*args: Any, **options: Any) -> Any:
-        name = guard.command_name(args)
+        op, safe = guard.command(args)
         return shell.run_sync(
-            name,
+            op,
             lambda _: execute_command(*args, **options),  # type: ignore[no-untyped-call]
-            replayable=guard.replayable(name),
+            replayable=safe or _idempotent_block.get(),
         )
 
     def guarded_pipeline(transaction: bool = True, shard_hint: Any = None) -> Any:
@@ -255,7 +253,7 @@ def _patch_sync(client: redis.Redis, guard: _Guard) -> None:
 
         def guarded_pipeline_execute(raise_on_error: bool = True) -> Any:
             stack = list(pipe.command_stack)  # execute() empties it; each attempt needs it
-            names = [guard.command_name(args) for args, _ in stack]
+            names = [guard.command(args)[0].name for args, _ in stack]
 
             def attempt(step: Attempt) -> Any:
                 pipe.command_stack = list(stack)
@@ -264,7 +262,10 @@ def _patch_sync(client: redis.Redis, guard: _Guard) -> None:
             operation = "MULTI" if getattr(pipe, "transaction", False) is True else "PIPELINE"
             extra = {sc.DB_OPERATION_BATCH_SIZE: len(stack)}
             return shell.run_sync(
-                operation, attempt, replayable=guard.all_replayable(names), extra=extra
+                shell.operation(operation),
+                attempt,
+                replayable=guard.all_replayable(names),
+                extra=extra,
             )
 
         pipe.execute = guarded_pipeline_execute  # type: ignore[method-assign]
@@ -280,11 +281,11 @@ def _patch_async(client: redis.asyncio.Redis, guard: _Guard) -> None:
     shell = guard.shell
 
     async def guarded_execute(*args: Any, **options: Any) -> Any:
-        name = guard.command_name(args)
+        op, safe = guard.command(args)
         return await shell.run_async(
-            name,
+            op,
             lambda _: execute_command(*args, **options),  # type: ignore[no-untyped-call]
-            replayable=guard.replayable(name),
+            replayable=safe or _idempotent_block.get(),
         )
 
     def guarded_pipeline(transaction: bool = True, shard_hint: Any = None) -> Any:
@@ -293,7 +294,7 @@ def _patch_async(client: redis.asyncio.Redis, guard: _Guard) -> None:
 
         async def guarded_pipeline_execute(raise_on_error: bool = True) -> Any:
             stack = list(pipe.command_stack)  # execute() empties it; each attempt needs it
-            names = [guard.command_name(args) for args, _ in stack]
+            names = [guard.command(args)[0].name for args, _ in stack]
 
             async def attempt(step: Attempt) -> Any:
                 pipe.command_stack = list(stack)
@@ -302,7 +303,10 @@ def _patch_async(client: redis.asyncio.Redis, guard: _Guard) -> None:
             operation = "MULTI" if pipe.is_transaction else "PIPELINE"
             extra = {sc.DB_OPERATION_BATCH_SIZE: len(stack)}
             return await shell.run_async(
-                operation, attempt, replayable=guard.all_replayable(names), extra=extra
+                shell.operation(operation),
+                attempt,
+                replayable=guard.all_replayable(names),
+                extra=extra,
             )
 
         pipe.execute = guarded_pipeline_execute  # type: ignore[method-assign]

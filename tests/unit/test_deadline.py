@@ -110,7 +110,7 @@ async def test_nothing_stays_watched_after_the_scopes_end() -> None:
             pass
     watch = deadlines._last
     assert watch is not None
-    assert watch.in_flight == {}
+    assert watch.in_flight == set()
 
 
 def test_one_deadlines_object_serves_successive_event_loops() -> None:
