@@ -1,9 +1,6 @@
-"""The retry/breaker loop, written once as a generator and driven by a sync or async driver.
-
-The flow yields :class:`Attempt` (run the operation with this timeout and send back an
-:class:`Outcome`) and :class:`Sleep` (wait, after discarding the previous result). It returns a
-:class:`Final`: the value to return or the error to raise. Drivers differ only in how they
-sleep and do I/O, like httpx's ``Auth.auth_flow``.
+"""The retry/breaker loop, written once as a generator (:meth:`Engine.flow`) and run by the
+drivers in ``_steps``; :meth:`Engine.call` and :meth:`Engine.acall` make a call's first attempt
+themselves and hand over to the flow only after a failure or a rejection.
 """
 
 from __future__ import annotations
@@ -11,19 +8,29 @@ from __future__ import annotations
 import logging
 import random
 import uuid
-from collections.abc import Awaitable, Callable, Generator, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from opentelemetry import trace
 
-from ._breaker import BreakerState, CircuitBreaker, StateChange
+from ._breaker import CircuitBreaker, StateChange
 from ._classify import ErrorClass, Failure, FailureKind
 from ._clock import SYSTEM_CLOCK, Clock
 from ._deadline import Deadlines
 from ._exceptions import CircuitOpenError, exhausted_error
 from ._retry import RetryBudget, backoff_delay, retry_limits
+from ._steps import (
+    Attempt,
+    CallDescription,
+    Final,
+    First,
+    Flow,
+    Outcome,
+    Sleep,
+    run_async,
+    run_sync,
+)
 from ._telemetry import AttemptTrace, MetricsObserver, Telemetry, finish_attempt
 from .dlq import DeadLetter, DeadLetterQueue, DeadLetterReason
 
@@ -31,80 +38,13 @@ if TYPE_CHECKING:
     from ._config import Policy
     from ._events import Observer
 
-__all__ = ["Attempt", "CallDescription", "Engine", "Final", "Outcome", "Sleep"]
+__all__ = ["Attempt", "CallDescription", "Classifier", "Engine", "Flow"]
 
 T = TypeVar("T")
 _log = logging.getLogger("resilience_otel")
 
 
-@dataclass(slots=True)
-class Attempt:
-    """Run attempt ``number`` (from 1) with at most ``timeout`` seconds (``None``: no limit).
-
-    ``breaker_state`` is the breaker's state when the attempt was admitted; a shell that
-    traces the attempt puts its span in ``trace`` and the flow ends it once it has decided
-    what follows.
-    """
-
-    number: int
-    timeout: float | None
-    breaker_state: BreakerState
-    trace: AttemptTrace | None = None
-    # Why this attempt is a resend (delay, reason): for spans that could not take the retry
-    # event when it was decided (opentelemetry-instrumentation-httpx's had already ended).
-    after_retry: tuple[float, FailureKind] | None = None
-    # The previous attempt's span, so a resend can link to it (attempts without a parent
-    # span would otherwise be unrelated traces).
-    previous: AttemptTrace | None = None
-
-
-@dataclass(slots=True)
-class Sleep(Generic[T]):
-    """Discard the failed attempt's ``discard`` value (close it), then wait ``seconds``."""
-
-    seconds: float
-    discard: T | None
-
-
-@dataclass(slots=True)
-class Outcome(Generic[T]):
-    """What one attempt produced: a value or an exception, and how long it took."""
-
-    value: T | None
-    error: Exception | None
-    duration: float
-
-
-@dataclass(slots=True)
-class Final(Generic[T]):
-    """How the call ends: return ``value`` unless ``error`` is set, which is raised."""
-
-    value: T | None
-    error: BaseException | None
-
-
-@dataclass(slots=True)
-class CallDescription:
-    """What a dead letter says about the call; built only when one is recorded."""
-
-    operation: str
-    payload: bytes | None = None
-    metadata: dict[str, str] | None = None
-
-
-@dataclass(slots=True)
-class _First(Generic[T]):
-    """An attempt made before the flow started (see :meth:`Engine.call`): the flow goes on
-    from its outcome."""
-
-    step: Attempt
-    permit: int
-    outcome: Outcome[T]
-    started: float
-
-
 Classifier = Callable[[Any, Exception | None], Failure | None]
-Flow = Generator["Attempt | Sleep[T]", "Outcome[T] | None", "Final[T]"]
 
 
 class Engine:
@@ -249,7 +189,7 @@ class Engine:
             outcome = Outcome(value, None, now - started)
         flow = self.flow(
             breaker, replayable=replayable, describe=describe, allow_retry=allow_retry,
-            trace=trace, first=_First(step, permit, outcome, started),
+            trace=trace, first=First(step, permit, outcome, started),
         )  # fmt: skip
         return run_sync(flow, attempt, discard, clock)
 
@@ -298,7 +238,7 @@ class Engine:
             outcome = Outcome(value, None, now - started)
         flow = self.flow(
             breaker, replayable=replayable, describe=describe, allow_retry=allow_retry,
-            trace=trace, first=_First(step, permit, outcome, started),
+            trace=trace, first=First(step, permit, outcome, started),
         )  # fmt: skip
         return await run_async(flow, attempt, discard, clock, deadlines)
 
@@ -311,7 +251,7 @@ class Engine:
         describe: Callable[[], CallDescription],
         allow_retry: bool = True,
         trace: AttemptTrace | None = None,
-        first: _First[T] | None = None,
+        first: First[T] | None = None,
     ) -> Flow[T]:
         """The retry/breaker loop for one logical call.
 
@@ -603,79 +543,3 @@ class Engine:
     def _emit(self, hook: str, *args: Any) -> None:
         for observer in self.observers:
             self._notify_observer(observer, hook, *args)
-
-
-# -- drivers ---------------------------------------------------------------------------------
-def run_sync(
-    flow: Flow[T],
-    attempt: Callable[[Attempt], T],
-    discard: Callable[[T], None],
-    clock: Clock,
-) -> T:
-    """Drive ``flow`` in this thread: call ``attempt``, close discarded values, sleep."""
-    try:
-        step: Attempt | Sleep[T] = next(flow)
-        while True:
-            if isinstance(step, Attempt):
-                begin = clock.monotonic()
-                try:
-                    value = attempt(step)
-                except Exception as error:
-                    result: Outcome[T] = Outcome(None, error, clock.monotonic() - begin)
-                else:
-                    result = Outcome(value, None, clock.monotonic() - begin)
-                step = flow.send(result)
-            else:
-                if step.discard is not None:
-                    discard(step.discard)
-                clock.sleep(step.seconds)
-                step = flow.send(None)
-    except StopIteration as stop:
-        final: Final[T] = stop.value
-    finally:
-        flow.close()  # on KeyboardInterrupt etc. this releases the breaker permit
-    if final.error is not None:
-        raise final.error
-    return final.value  # type: ignore[return-value]
-
-
-async def run_async(
-    flow: Flow[T],
-    attempt: Callable[[Attempt], Awaitable[T]],
-    discard: Callable[[T], Awaitable[None]],
-    clock: Clock,
-    deadlines: Deadlines | None = None,
-) -> T:
-    """Drive ``flow`` in a task: await ``attempt``, close discarded values, sleep.
-
-    With ``deadlines``, an attempt still running at its timeout is cancelled and fails with
-    :class:`TimeoutError`.
-    """
-    try:
-        step: Attempt | Sleep[T] = next(flow)
-        while True:
-            if isinstance(step, Attempt):
-                begin = clock.monotonic()
-                try:
-                    if deadlines is None or step.timeout is None:
-                        value = await attempt(step)
-                    else:
-                        with deadlines.scope(step.timeout):
-                            value = await attempt(step)
-                except Exception as error:
-                    result: Outcome[T] = Outcome(None, error, clock.monotonic() - begin)
-                else:
-                    result = Outcome(value, None, clock.monotonic() - begin)
-                step = flow.send(result)
-            else:
-                if step.discard is not None:
-                    await discard(step.discard)
-                await clock.asleep(step.seconds)
-                step = flow.send(None)
-    except StopIteration as stop:
-        final: Final[T] = stop.value
-    finally:
-        flow.close()  # on cancellation this releases the breaker permit
-    if final.error is not None:
-        raise final.error
-    return final.value  # type: ignore[return-value]

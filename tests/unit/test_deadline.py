@@ -25,14 +25,14 @@ async def test_an_overdue_await_is_cancelled_and_raises_timeout_error() -> None:
     """An await still running at its deadline ends with TimeoutError, near the deadline."""
     deadlines = Deadlines()
     begin = time.monotonic()
-    with pytest.raises(TimeoutError):
-        with deadlines.scope(0.05) as scope:
-            await asyncio.sleep(10)
+    with pytest.raises(TimeoutError), deadlines.scope(0.05) as scope:
+        await asyncio.sleep(10)
     elapsed = time.monotonic() - begin
     assert scope.expired
     assert 0.045 <= elapsed < 1.0
     task = asyncio.current_task()
-    assert task is not None and task.cancelling() == 0  # our cancellation was taken back
+    assert task is not None
+    assert task.cancelling() == 0  # our cancellation was taken back
 
 
 async def test_an_await_that_finishes_in_time_is_left_alone() -> None:
@@ -75,9 +75,8 @@ async def test_an_earlier_deadline_rearms_the_timer() -> None:
     long_task = asyncio.create_task(long_wait())
     await long_started.wait()
     begin = time.monotonic()
-    with pytest.raises(TimeoutError):
-        with deadlines.scope(0.05):
-            await asyncio.sleep(10)
+    with pytest.raises(TimeoutError), deadlines.scope(0.05):
+        await asyncio.sleep(10)
     assert time.monotonic() - begin < 0.25
     assert await long_task == "done"  # the long scope was not touched
 
@@ -86,9 +85,9 @@ async def test_concurrent_scopes_each_expire_at_their_own_deadline() -> None:
     """Of many awaits with different timeouts, exactly the overdue ones time out."""
     deadlines = Deadlines()
 
-    async def wait(timeout: float, duration: float) -> str:
+    async def wait(limit: float, duration: float) -> str:
         try:
-            with deadlines.scope(timeout):
+            with deadlines.scope(limit):
                 await asyncio.sleep(duration)
         except TimeoutError:
             return "timeout"
