@@ -10,8 +10,9 @@ in one process, as in ``python -m bench``:
 - ``otel-redis``: the plain client with opentelemetry-instrumentation-redis on the same kind
   of SDK providers (the reference for "what tracing alone costs");
 - ``sdk-floor``: the plain client plus only the SDK work our telemetry contract asks for (one
-  span with our attributes, made current, and the two histogram records), with no breaker or
-  retry: the least any implementation of the contract pays the SDK.
+  span with our attributes, made current, and the two histogram records in its context, where
+  the SDK's default exemplar filter samples them), with no breaker or retry: the least any
+  implementation of the contract pays the SDK.
 
 A second Redis table replaces redis-py's socket with a connection that answers at once
 (``connection_class``), so it shows the Python cost alone, without loopback noise.
@@ -107,9 +108,10 @@ def _sdk_floor(call: Callable[[], object]) -> Callable[[], object]:
             return call()
         finally:
             duration = time.monotonic() - begin
-            context.detach(token)
+            # In the span's context, as ours: the SDK's default filter then takes exemplars.
             db_duration.record(duration, db_attributes)
             call_duration.record(duration, call_attributes)
+            context.detach(token)
             span.end()
 
     return floor

@@ -77,6 +77,7 @@ class DbShell:
             tracer_provider=tracer_provider,
             meter_provider=meter_provider,
             cancel_slow=True,
+            classify_values=False,
         )
         self.breaker = self.engine.service_breaker(breaker)
         self.system = system
@@ -184,23 +185,24 @@ class DbShell:
         begin: float,
         error: BaseException | None,
     ) -> None:
+        metrics_live = telemetry.metrics_live()
+        if span is not None or metrics_live:
+            metric = op.metric_attributes
+            if isinstance(error, Exception):
+                error_type, error_class = self._describe_error(error)
+                metric = {**metric, sc.ERROR_TYPE: error_type}
+                if span is not None and span.is_recording():
+                    span.set_attributes(
+                        {sc.ERROR_TYPE: error_type, sc.RESILIENCE_ERROR_CLASS: error_class}
+                    )
+                    span.record_exception(error)
+                    span.set_status(Status(StatusCode.ERROR, error_type))
+            if metrics_live:
+                # Recorded while the operation's span is current, so the SDK can attach it
+                # as the measurement's exemplar (as the resilience metrics get it).
+                telemetry.db_duration.record(self.engine.clock.monotonic() - begin, metric)
         if token is not None:
             context.detach(token)
-        metrics_live = telemetry.metrics_live()
-        if span is None and not metrics_live:
-            return
-        metric = op.metric_attributes
-        if isinstance(error, Exception):
-            error_type, error_class = self._describe_error(error)
-            metric = {**metric, sc.ERROR_TYPE: error_type}
-            if span is not None and span.is_recording():
-                span.set_attributes(
-                    {sc.ERROR_TYPE: error_type, sc.RESILIENCE_ERROR_CLASS: error_class}
-                )
-                span.record_exception(error)
-                span.set_status(Status(StatusCode.ERROR, error_type))
-        if metrics_live:
-            telemetry.db_duration.record(self.engine.clock.monotonic() - begin, metric)
         if span is not None:
             span.end()
 

@@ -67,6 +67,8 @@ class Engine:
             when ``policy.telemetry`` is off.
         cancel_slow: async attempts slower than their timeout are cancelled and fail with
             :class:`TimeoutError` (for shells whose client has no timeout of its own).
+        classify_values: whether a returned value can be a failure (an HTTP 503); when not
+            (database clients raise their errors), ``classify`` only ever sees errors.
     """
 
     def __init__(
@@ -84,10 +86,12 @@ class Engine:
         tracer_provider: Any = None,
         meter_provider: Any = None,
         cancel_slow: bool = False,
+        classify_values: bool = True,
     ) -> None:
         self.policy = policy
         self.client = client
         self.classify = classify
+        self.classify_values = classify_values
         self.clock = clock
         self.rng = rng or random.Random()
         self.dead_letters = dead_letters
@@ -183,7 +187,7 @@ class Engine:
             raise
         else:
             now = clock.monotonic()
-            if self.classify(value, None) is None:
+            if not self.classify_values or self.classify(value, None) is None:
                 self._succeeded(breaker, permit, step, now - started, now, started)
                 return value
             outcome = Outcome(value, None, now - started)
@@ -232,7 +236,7 @@ class Engine:
             raise
         else:
             now = clock.monotonic()
-            if self.classify(value, None) is None:
+            if not self.classify_values or self.classify(value, None) is None:
                 self._succeeded(breaker, permit, step, now - started, now, started)
                 return value
             outcome = Outcome(value, None, now - started)
@@ -307,7 +311,10 @@ class Engine:
                     self._abandoned(breaker, permit, step, exc)
                     raise
             assert outcome is not None
-            failure = self.classify(outcome.value, outcome.error)
+            if outcome.error is None and not self.classify_values:
+                failure = None
+            else:
+                failure = self.classify(outcome.value, outcome.error)
             now = clock.monotonic()
             if failure is None:
                 self._succeeded(breaker, permit, step, outcome.duration, now, started)

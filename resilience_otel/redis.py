@@ -159,18 +159,18 @@ class _Guard:
         self.shell = shell
         self.safe = READ_ONLY_COMMANDS | idempotent_commands
         # args[0] -> (operation, safe to resend by name); bounded
-        self._commands: dict[str | bytes, tuple[Operation, bool]] = {}
+        self.commands: dict[str | bytes, tuple[Operation, bool]] = {}
 
     def command(self, args: tuple[Any, ...]) -> tuple[Operation, bool]:
         """The command's operation and whether its name alone makes it safe to resend,
         looked up once per spelling of the command."""
         first = args[0] if args else None
-        known = self._commands.get(first) if type(first) is str or type(first) is bytes else None
+        known = self.commands.get(first) if type(first) is str or type(first) is bytes else None
         if known is None:
             name = _command_name(args)
             known = (self.shell.operation(name), name in self.safe)
-            if isinstance(first, str | bytes) and len(self._commands) < self._MAX_NAMES:
-                self._commands[first] = known
+            if isinstance(first, str | bytes) and len(self.commands) < self._MAX_NAMES:
+                self.commands[first] = known
         return known
 
     def all_replayable(self, names: Iterable[str]) -> bool:
@@ -238,9 +238,13 @@ def _patch_sync(client: redis.Redis, guard: _Guard) -> None:
     execute_command = client.execute_command
     make_pipeline = client.pipeline
     shell = guard.shell
+    commands = guard.commands
 
     def guarded_execute(*args: Any, **options: Any) -> Any:
-        op, safe = guard.command(args)
+        try:
+            op, safe = commands[args[0]]
+        except (KeyError, IndexError, TypeError):
+            op, safe = guard.command(args)
         return shell.run_sync(
             op,
             lambda _: execute_command(*args, **options),  # type: ignore[no-untyped-call]
@@ -279,9 +283,13 @@ def _patch_async(client: redis.asyncio.Redis, guard: _Guard) -> None:
     execute_command = client.execute_command
     make_pipeline = client.pipeline
     shell = guard.shell
+    commands = guard.commands
 
     async def guarded_execute(*args: Any, **options: Any) -> Any:
-        op, safe = guard.command(args)
+        try:
+            op, safe = commands[args[0]]
+        except (KeyError, IndexError, TypeError):
+            op, safe = guard.command(args)
         return await shell.run_async(
             op,
             lambda _: execute_command(*args, **options),  # type: ignore[no-untyped-call]

@@ -590,6 +590,18 @@ def test_calls_metric_is_labelled_client_redis(prefix: str, otel: Otel) -> None:
     ]
 
 
+def test_db_operation_duration_links_to_the_operation_span(prefix: str, otel: Otel) -> None:
+    """The duration measurement is taken in the span's context: its exemplar names the span."""
+    with sync_client(SHARED_PORT, fast_policy(), **otel.providers) as client:
+        client.get(f"{prefix}k")
+    (span,) = otel.spans()
+    [(_, point)] = otel.points("db.client.operation.duration")
+    assert span.context is not None
+    assert [(e.trace_id, e.span_id) for e in point.exemplars] == [
+        (span.context.trace_id, span.context.span_id)
+    ]
+
+
 def test_db_operation_duration_metric_per_command(prefix: str, otel: Otel) -> None:
     """db.client.operation.duration records each command with DB and server attributes."""
     with sync_client(SHARED_PORT, fast_policy(), **otel.providers) as client:
