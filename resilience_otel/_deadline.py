@@ -105,7 +105,8 @@ class DeadlineScope:
 
 
 class Deadlines:
-    """Hands out :class:`DeadlineScope` objects for the running loop."""
+    """Hands out :class:`DeadlineScope` objects for the running loop (thread-safe: each
+    loop has its own watch)."""
 
     __slots__ = ("_last", "_watches")
 
@@ -113,15 +114,20 @@ class Deadlines:
         self._watches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Watch] = (
             weakref.WeakKeyDictionary()
         )
-        self._last: _Watch | None = None  # most programs run one loop: skip the dict
+        # Most programs run one loop: remember it with its watch (one tuple, so threads with
+        # loops of their own never see a loop paired with another's watch) and skip the dict.
+        # This keeps the last loop used alive, one object, until another takes its place.
+        self._last: tuple[asyncio.AbstractEventLoop, _Watch] | None = None
 
     def scope(self, timeout: float) -> DeadlineScope:
         """A scope that expires ``timeout`` seconds from now."""
         loop = asyncio.get_running_loop()
-        watch = self._last
-        if watch is None or watch.loop_ref() is not loop:
-            watch = self._watches.get(loop)
-            if watch is None:
-                watch = self._watches[loop] = _Watch(loop)
-            self._last = watch
+        last = self._last
+        if last is not None and last[0] is loop:
+            watch = last[1]
+        else:
+            known = self._watches.get(loop)
+            watch = known if known is not None else _Watch(loop)
+            self._watches[loop] = watch
+            self._last = (loop, watch)
         return DeadlineScope(watch, loop, time.monotonic() + timeout)

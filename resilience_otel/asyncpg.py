@@ -241,7 +241,11 @@ def _server_of(target: Any) -> tuple[str, int | None, str | None]:
 
 
 class _Queries:
-    """The query methods, written once for connections and pools."""
+    """The query methods, written once for connections and pools.
+
+    Each returns the awaitable of the guarded call (no coroutine of its own in between:
+    every layer costs on each resumption of the query).
+    """
 
     _target: Any
     _runner: _Runner
@@ -254,101 +258,95 @@ class _Queries:
         """The breaker guarding this pool or connection."""
         return self._runner.shell.breaker
 
-    async def execute(
+    def execute(
         self, query: str, *args: Any, timeout: float | None = None, idempotent: bool = False
-    ) -> str:
+    ) -> Awaitable[str]:
         """``execute`` with resilience; ``idempotent=True`` allows resending a write."""
-        result: str = await self._runner.run(
+        return self._runner.run(
             query, lambda _: self._target.execute(query, *args, timeout=timeout),
             idempotent=idempotent, in_transaction=self._in_transaction(),
         )  # fmt: skip
-        return result
 
-    async def executemany(
+    def executemany(
         self,
         command: str,
         args: Iterable[Any],
         *,
         timeout: float | None = None,
         idempotent: bool = False,
-    ) -> None:
+    ) -> Awaitable[None]:
         """``executemany`` with resilience (a write: resent only when ``idempotent``)."""
         rows = list(args)
-        await self._runner.run(
+        return self._runner.run(
             command, lambda _: self._target.executemany(command, rows, timeout=timeout),
             idempotent=idempotent, in_transaction=self._in_transaction(),
         )  # fmt: skip
 
-    async def fetch(
+    def fetch(
         self, query: str, *args: Any, timeout: float | None = None, idempotent: bool = False
-    ) -> list[Any]:
+    ) -> Awaitable[list[Any]]:
         """``fetch`` with resilience."""
-        result: list[Any] = await self._runner.run(
+        return self._runner.run(
             query, lambda _: self._target.fetch(query, *args, timeout=timeout),
             idempotent=idempotent, in_transaction=self._in_transaction(),
         )  # fmt: skip
-        return result
 
-    async def fetchrow(
+    def fetchrow(
         self, query: str, *args: Any, timeout: float | None = None, idempotent: bool = False
-    ) -> Any:
+    ) -> Awaitable[Any]:
         """``fetchrow`` with resilience."""
-        return await self._runner.run(
+        return self._runner.run(
             query, lambda _: self._target.fetchrow(query, *args, timeout=timeout),
             idempotent=idempotent, in_transaction=self._in_transaction(),
         )  # fmt: skip
 
-    async def fetchval(
+    def fetchval(
         self,
         query: str,
         *args: Any,
         column: int = 0,
         timeout: float | None = None,
         idempotent: bool = False,
-    ) -> Any:
+    ) -> Awaitable[Any]:
         """``fetchval`` with resilience."""
-        return await self._runner.run(
+        return self._runner.run(
             query, lambda _: self._target.fetchval(query, *args, column=column, timeout=timeout),
             idempotent=idempotent, in_transaction=self._in_transaction(),
         )  # fmt: skip
 
-    async def copy_from_table(self, table_name: str, **kwargs: Any) -> str:
+    def copy_from_table(self, table_name: str, **kwargs: Any) -> Awaitable[str]:
         """``copy_from_table`` (a read of the table): retried like a SELECT."""
-        result: str = await self._runner.run(
+        return self._runner.run(
             "SELECT", lambda _: self._target.copy_from_table(table_name, **kwargs),
             idempotent=True, in_transaction=self._in_transaction(), operation="COPY",
         )  # fmt: skip
-        return result
 
-    async def copy_from_query(self, query: str, *args: Any, **kwargs: Any) -> str:
+    def copy_from_query(self, query: str, *args: Any, **kwargs: Any) -> Awaitable[str]:
         """``copy_from_query``: retried when ``query`` is read-only."""
-        result: str = await self._runner.run(
+        return self._runner.run(
             query, lambda _: self._target.copy_from_query(query, *args, **kwargs),
             idempotent=False, in_transaction=self._in_transaction(), operation="COPY",
         )  # fmt: skip
-        return result
 
-    async def copy_to_table(
+    def copy_to_table(
         self, table_name: str, *, idempotent: bool = False, **kwargs: Any
-    ) -> str:
+    ) -> Awaitable[str]:
         """``copy_to_table`` (a write): resent only when it had no effect or ``idempotent``."""
-        result: str = await self._runner.run(
+        return self._runner.run(
             "COPY", lambda _: self._target.copy_to_table(table_name, **kwargs),
             idempotent=idempotent, in_transaction=self._in_transaction(),
         )  # fmt: skip
-        return result
 
-    async def copy_records_to_table(
+    def copy_records_to_table(
         self, table_name: str, *, records: Iterable[Any], idempotent: bool = False, **kwargs: Any
-    ) -> str:
+    ) -> Awaitable[str]:
         """``copy_records_to_table`` (a write): resent only when safe or ``idempotent``."""
         rows = list(records)
         target = self._target
-        result: str = await self._runner.run(
+        return self._runner.run(
             "COPY", lambda _: target.copy_records_to_table(table_name, records=rows, **kwargs),
             idempotent=idempotent, in_transaction=self._in_transaction(),
         )  # fmt: skip
-        return result
 
     def __getattr__(self, name: str) -> Any:
         # Everything else (transaction(), prepare(), add_listener(), ...) is the driver's own.

@@ -107,8 +107,8 @@ async def test_nothing_stays_watched_after_the_scopes_end() -> None:
                 await asyncio.sleep(0.05)
         except TimeoutError:
             pass
-    watch = deadlines._last
-    assert watch is not None
+    assert deadlines._last is not None
+    watch = deadlines._last[1]
     assert watch.in_flight == set()
 
 
