@@ -9,6 +9,9 @@ in one process, as in ``python -m bench``:
 - ``ours-full``: breaker + retry + span + metrics on SDK providers whose exports go nowhere;
 - ``otel-redis``: the plain client with opentelemetry-instrumentation-redis on the same kind
   of SDK providers (the reference for "what tracing alone costs");
+- ``bookkeeping``: the plain client plus nothing but a closed breaker's admission and
+  success record and the retry budget's deposit (no classification, retry loop, timeout or
+  dead-letter path): the least a breaker with a retry budget costs in Python;
 - ``sdk-floor``: the plain client plus only the SDK work our telemetry contract asks for (one
   span with our attributes, made current, and the two histogram records in its context, where
   the SDK's default exemplar filter samples them), with no breaker or retry: the least any
@@ -29,7 +32,7 @@ import asyncio
 import random
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import asyncpg
@@ -42,9 +45,10 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanKind
 
-from resilience_otel import Policy
+from resilience_otel import CircuitBreaker, Policy
 from resilience_otel import asyncpg as resilient_pg
 from resilience_otel import redis as resilient_redis
+from resilience_otel._retry import RetryBudget
 
 from .report import Row, fmt, latency_table, summarise
 from .timing import Block, async_block, run_rounds, sync_block
@@ -117,6 +121,44 @@ def _sdk_floor(call: Callable[[], object]) -> Callable[[], object]:
     return floor
 
 
+class _Bookkeeping:
+    """A closed breaker's admission and success record plus a budget deposit, and no more."""
+
+    def __init__(self) -> None:
+        policy = Policy(service="bench-bookkeeping")
+        self.breaker = CircuitBreaker(policy.breaker, name=policy.service)
+        assert policy.retry.budget is not None
+        self.budget = RetryBudget(policy.retry.budget)
+
+    def wrap(self, call: Callable[..., Any]) -> Callable[..., Any]:
+        breaker, budget, monotonic = self.breaker, self.budget, time.monotonic
+
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            started = monotonic()
+            budget.deposit(started)
+            permit = breaker.acquire(started)
+            value = call(*args, **kwargs)
+            now = monotonic()
+            breaker.record(permit, failure=False, duration=now - started, now=now)
+            return value
+
+        return guarded
+
+    def wrap_async(self, call: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        breaker, budget, monotonic = self.breaker, self.budget, time.monotonic
+
+        async def guarded(*args: Any, **kwargs: Any) -> Any:
+            started = monotonic()
+            budget.deposit(started)
+            permit = breaker.acquire(started)
+            value = await call(*args, **kwargs)
+            now = monotonic()
+            breaker.record(permit, failure=False, duration=now - started, now=now)
+            return value
+
+        return guarded
+
+
 def _redis_blocks(**connection: Any) -> dict[str, Block]:
     def client() -> redis.Redis:
         pool = redis.ConnectionPool(host="127.0.0.1", port=6379, **connection)
@@ -129,6 +171,8 @@ def _redis_blocks(**connection: Any) -> dict[str, Block]:
     raw = client()
     raw.set("bench:key", "value")
     floor_client = client()
+    kept = client()
+    kept.execute_command = _Bookkeeping().wrap(kept.execute_command)  # type: ignore[method-assign]
 
     def get_set(c: redis.Redis) -> Callable[[], object]:
         def call() -> object:
@@ -144,18 +188,21 @@ def _redis_blocks(**connection: Any) -> dict[str, Block]:
         "ours-off": sync_block(get_set(off)),
         "ours-full": sync_block(get_set(full)),
         "otel-redis": sync_block(get_set(traced)),
+        "bookkeeping": sync_block(get_set(kept)),
         "sdk-floor": sync_block(lambda: (floor_set(), floor_get())),
     }
 
 
 def _postgres_blocks(runner: asyncio.Runner) -> dict[str, Block]:
-    connections = [runner.run(asyncpg.connect(DSN)) for _ in range(3)]
+    connections = [runner.run(asyncpg.connect(DSN)) for _ in range(4)]
     off = resilient_pg.wrap(connections[1], policy=Policy(service="bench-off", telemetry=False))
     full = resilient_pg.wrap(connections[2], policy=Policy(service="bench"), **_providers())
+    kept = _Bookkeeping().wrap_async(connections[3].fetchval)
     return {
         "raw": async_block(runner, lambda: connections[0].fetchval("SELECT 1")),
         "ours-off": async_block(runner, lambda: off.fetchval("SELECT 1")),
         "ours-full": async_block(runner, lambda: full.fetchval("SELECT 1")),
+        "bookkeeping": async_block(runner, lambda: kept("SELECT 1")),
     }
 
 
@@ -184,11 +231,13 @@ def _targets(redis_rows: list[Row], pg_rows: list[Row]) -> list[tuple[str, bool,
         )
     )
     off = _overhead(redis_rows, "ours-off")
+    kept = _overhead(redis_rows, "bookkeeping")
     results.append(
         (
             "redis: telemetry off within 5% of raw",
             off <= 0.05 * redis_raw,
-            f"+{fmt(off / 2)} µs per command = {fmt(100 * off / redis_raw)}%",
+            f"+{fmt(off / 2)} µs per command = {fmt(100 * off / redis_raw)}%; bare bookkeeping "
+            f"+{fmt(kept / 2)} µs = {fmt(100 * kept / redis_raw)}%",
         )
     )
     pg_raw = next(r.wall.median_us for r in pg_rows if r.name == "raw")
@@ -201,11 +250,13 @@ def _targets(redis_rows: list[Row], pg_rows: list[Row]) -> list[tuple[str, bool,
         )
     )
     pg_off = _overhead(pg_rows, "ours-off")
+    pg_kept = _overhead(pg_rows, "bookkeeping")
     results.append(
         (
             "asyncpg: telemetry off within 5% of raw",
             pg_off <= 0.05 * pg_raw,
-            f"+{fmt(pg_off)} µs = {fmt(100 * pg_off / pg_raw)}%",
+            f"+{fmt(pg_off)} µs = {fmt(100 * pg_off / pg_raw)}%; bare bookkeeping "
+            f"+{fmt(pg_kept)} µs = {fmt(100 * pg_kept / pg_raw)}%",
         )
     )
     return results  # fmt: skip
