@@ -162,15 +162,18 @@ class _Runner:
     def __init__(self, shell: DbShell, record_query: bool) -> None:
         self.shell = shell
         self.record_query = record_query
-        # query -> (operation, read-only): statements are mostly constants, so each is parsed
-        # once. Bounded: cleared when full (queries built with literals in them).
-        self._statements: dict[str, tuple[Operation, bool]] = {}
+        # query -> (operation, read-only, span attributes for the query text): statements are
+        # mostly constants, so each is parsed once. Bounded: cleared when full (queries built
+        # with literals in them).
+        self._statements: dict[str, tuple[Operation, bool, dict[str, Any] | None]] = {}
 
-    def statement(self, query: str) -> tuple[Operation, bool]:
-        """The operation of ``query`` and whether it is read-only."""
+    def statement(self, query: str) -> tuple[Operation, bool, dict[str, Any] | None]:
+        """The operation of ``query``, whether it is read-only, and its ``db.query.text``
+        attribute (only with ``record_query``, literals stripped)."""
         known = self._statements.get(query)
         if known is None:
-            known = (self.shell.operation(operation_name(query)), is_read_only(query))
+            text = {sc.DB_QUERY_TEXT: strip_literals(query)} if self.record_query else None
+            known = (self.shell.operation(operation_name(query)), is_read_only(query), text)
             if len(self._statements) >= self._MAX_STATEMENTS:
                 self._statements.clear()
             self._statements[query] = known
@@ -186,10 +189,9 @@ class _Runner:
         operation: str | None = None,
     ) -> Awaitable[T]:
         """Run ``query``'s attempts through the shell (to await)."""
-        op, read_only = self.statement(query)
+        op, read_only, extra = self.statement(query)
         if operation is not None:
             op = self.shell.operation(operation)
-        extra = {sc.DB_QUERY_TEXT: strip_literals(query)} if self.record_query else None
         return self.shell.run_async(
             op,
             attempt,

@@ -165,13 +165,18 @@ class _Guard:
         """The command's operation and whether its name alone makes it safe to resend,
         looked up once per spelling of the command."""
         first = args[0] if args else None
-        known = self.commands.get(first) if type(first) is str or type(first) is bytes else None
+        if not isinstance(first, str | bytes):
+            return self._describe(args)
+        known = self.commands.get(first)
         if known is None:
-            name = _command_name(args)
-            known = (self.shell.operation(name), name in self.safe)
-            if isinstance(first, str | bytes) and len(self.commands) < self._MAX_NAMES:
+            known = self._describe(args)
+            if len(self.commands) < self._MAX_NAMES:
                 self.commands[first] = known
         return known
+
+    def _describe(self, args: tuple[Any, ...]) -> tuple[Operation, bool]:
+        name = _command_name(args)
+        return self.shell.operation(name), name in self.safe
 
     def all_replayable(self, names: Iterable[str]) -> bool:
         return _idempotent_block.get() or all(name in self.safe for name in names)

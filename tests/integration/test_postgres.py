@@ -545,6 +545,23 @@ async def test_record_query_strips_literals(raw_pool: asyncpg.Pool, otel: Otel) 
 
 
 @pytest.mark.anyio
+async def test_statement_analysis_stays_bounded_and_right(
+    raw_pool: asyncpg.Pool, otel: Otel
+) -> None:
+    """Thousands of distinct statements keep the per-pool cache bounded, and a statement
+    met again after the cache was cleared is still named and recorded correctly."""
+    pool = wrap(raw_pool, policy=fast_policy(), tracer_provider=otel.tracer_provider,
+                meter_provider=otel.meter_provider, record_query=True)  # fmt: skip
+    for n in range(1100):
+        assert await pool.fetchval(f"SELECT {n} + $1::int", 1) == n + 1
+    assert len(pool._runner._statements) <= pool._runner._MAX_STATEMENTS
+    await pool.fetchval("SELECT 0 + $1::int", 1)  # parsed before the cache was cleared
+    last = otel.spans()[-1]
+    assert (last.attributes or {})[sc.DB_OPERATION_NAME] == "SELECT"
+    assert (last.attributes or {})[sc.DB_QUERY_TEXT] == "SELECT ? + $1::int"
+
+
+@pytest.mark.anyio
 async def test_secret_literal_never_reaches_spans(raw_pool: asyncpg.Pool, otel: Otel) -> None:
     """A secret string literal appears nowhere in the span, even on failure."""
     pool = wrap(raw_pool, policy=fast_policy(), tracer_provider=otel.tracer_provider,

@@ -491,6 +491,20 @@ def test_command_span_names_a_port_other_than_the_default(
     assert (span.attributes or {})["server.port"] == own_server.port
 
 
+def test_command_lookup_stays_bounded(prefix: str, otel: Otel) -> None:
+    """Command spellings are remembered up to a bound; beyond it commands still get their
+    own operation name."""
+    with sync_client(SHARED_PORT, fast_policy(), **otel.providers) as client:
+        for n in range(1100):
+            # Distinct spellings of one command: redis-py sends "EXISTS {n}" as EXISTS with
+            # one more key, and the operation is still EXISTS.
+            name = f"EXISTS {prefix}{n}"
+            assert client.execute_command(name.encode() if n % 2 else name, f"{prefix}k") == 0
+        guard = client._resilience_guard  # type: ignore[attr-defined]
+        assert len(guard.commands) == guard._MAX_NAMES
+    assert {span.name for span in otel.spans()} == {"EXISTS"}
+
+
 def test_command_arguments_never_reach_spans(prefix: str, otel: Otel) -> None:
     """Keys and values (a secret SET) appear in no span attribute or event."""
     secret = f"s3cr3t-{uuid.uuid4().hex}"
