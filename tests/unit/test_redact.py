@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-import pytest
+import re
+from urllib.parse import quote, quote_plus
 
-from resilience_otel._redact import redact_text, redact_url
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from resilience_otel._redact import Redactor, is_sensitive_name, redact_text, redact_url
 
 
 @pytest.mark.parametrize(
@@ -120,3 +125,149 @@ def test_redact_text_handles_several_urls() -> None:
 def test_redact_text_without_url_is_unchanged() -> None:
     """Text with no URL in it is returned as is."""
     assert redact_text("timeout after 3 attempts: key=abc") == ("timeout after 3 attempts: key=abc")
+
+
+# -- pattern matching ----------------------------------------------------------------------
+ISSUE_KEYS = [
+    "api_token",
+    "auth_token",
+    "x-api-key",
+    "private_token",
+    "access-token",
+    "client-secret",
+    "jwt",
+    "oauth_token",
+]
+MORE_SENSITIVE_KEYS = [
+    "apiKey",
+    "X-API-KEY",
+    "refresh_token",
+    "session_id",
+    "sessionid",
+    "sid",
+    "db_password",
+    "passwd",
+    "pwd",
+    "pass",
+    "passphrase",
+    "hmac",
+    "sig",
+    "signature",
+    "X-Amz-Signature",
+    "x-goog-credential",
+    "credentials",
+    "authorization",
+    "code",
+    "cookie",
+    "bearer",
+    "otp",
+    "ticket",
+]
+ORDINARY_KEYS = ["page", "limit", "symbol", "q", "sort", "from", "to", "fields", "id", "lang"]
+
+
+@pytest.mark.parametrize("key", ISSUE_KEYS + MORE_SENSITIVE_KEYS)
+def test_pattern_redacts_every_credential_like_key(key: str) -> None:
+    """Any key containing a credential word is redacted, whatever its case or separators."""
+    assert redact_url(f"https://api.test/v1?{key}=s3cr3t&page=2") == (
+        f"https://api.test/v1?{key}=REDACTED&page=2"
+    )
+
+
+@pytest.mark.parametrize("key", ORDINARY_KEYS)
+def test_pattern_keeps_ordinary_keys(key: str) -> None:
+    """Ordinary parameters keep their values."""
+    assert redact_url(f"https://api.test/v1?{key}=AAPL") == f"https://api.test/v1?{key}=AAPL"
+
+
+def test_percent_encoded_key_is_matched_after_decoding() -> None:
+    """An encoded key (api%5Ftoken) is judged by its decoded name."""
+    assert "s3cr3t" not in redact_url("https://api.test/?api%5Ftoken=s3cr3t")
+
+
+def test_is_sensitive_name_documents_the_false_positive_choice() -> None:
+    """A harmless key containing a credential word (keyword) is redacted: leaking is worse."""
+    assert is_sensitive_name("keyword")
+    assert not is_sensitive_name("symbol")
+
+
+_KEY_PARTS = st.sampled_from(
+    ["token", "secret", "key", "password", "signature", "auth", "session", "jwt", "credential"]
+)
+_AFFIX = st.text(alphabet="abcxyz_-.", max_size=6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    prefix=_AFFIX,
+    part=_KEY_PARTS,
+    suffix=_AFFIX,
+    upper=st.booleans(),
+    value=st.text(min_size=1, max_size=20),
+    others=st.lists(st.sampled_from(ORDINARY_KEYS), max_size=3),
+)
+def test_no_value_of_a_sensitive_key_survives(
+    prefix: str, part: str, suffix: str, upper: bool, value: str, others: list[str]
+) -> None:
+    """Whatever the key's affixes, case and the value's characters, the value never survives."""
+    key = prefix + (part.upper() if upper else part) + suffix
+    marker = "ZQ" + value + "QZ"  # never occurs elsewhere in the URL
+    query = "&".join([*(f"{o}=1" for o in others), f"{quote(key)}={quote(marker, safe='')}"])
+    out = redact_url(f"https://api.test/v1/items?{query}")
+    assert marker not in out
+    assert quote(marker, safe="") not in out
+    assert quote_plus(marker, safe="") not in out
+
+
+# -- user rules --------------------------------------------------------------------------------
+def test_redactor_adds_user_keys_to_the_pattern() -> None:
+    """A Redactor with extra keys redacts them (any case) besides the built-in pattern."""
+    redactor = Redactor(query_keys=["Tenant"])
+    assert redactor.url("https://api.test/?TENANT=acme&token=t&page=2") == (
+        "https://api.test/?TENANT=REDACTED&token=REDACTED&page=2"
+    )
+
+
+def test_path_segments_are_kept_without_a_rule() -> None:
+    """Without a rule path segments pass through (they are not redacted by default)."""
+    url = "https://api.test/v1/reset/9f8e7d6c5b4a39281706f5e4d3c2b1a0"
+    assert redact_url(url) == url
+
+
+def test_path_rule_redacts_matching_segments_only() -> None:
+    """A segment fully matching a rule becomes REDACTED; other segments and the query stay."""
+    redactor = Redactor(path_segments=[r"[0-9a-f]{32}", re.compile(r"[^/]+@[^/]+")])
+    url = "https://api.test/v1/users/bob@example.com/reset/9f8e7d6c5b4a39281706f5e4d3c2b1a0?page=2"
+    assert redactor.url(url) == "https://api.test/v1/users/REDACTED/reset/REDACTED?page=2"
+
+
+def test_path_rule_applies_to_urls_in_text() -> None:
+    """URLs quoted in messages get the same path rule."""
+    redactor = Redactor(path_segments=[r"sk-\w+"])
+    assert redactor.text("GET https://api.test/keys/sk-abc123 failed") == (
+        "GET https://api.test/keys/REDACTED failed"
+    )
+
+
+@pytest.mark.parametrize(
+    "name", ["Authorization", "proxy-authorization", "Cookie", "set-cookie", "X-Api-Key"]
+)
+def test_default_sensitive_headers(name: str) -> None:
+    """Credential headers are sensitive by default."""
+    assert Redactor().header_is_sensitive(name)
+
+
+def test_user_headers_are_sensitive() -> None:
+    """Header names a user adds are sensitive too; other headers are not."""
+    redactor = Redactor(headers=["X-Tenant"])
+    assert redactor.header_is_sensitive("x-tenant")
+    assert redactor.header_is_sensitive("x_tenant")  # as OTel attribute names spell it
+    assert not redactor.header_is_sensitive("content-type")
+
+
+def test_repeated_urls_are_served_from_a_bounded_cache() -> None:
+    """Redacting many distinct URLs keeps the cache bounded."""
+    redactor = Redactor()
+    for n in range(5000):
+        redactor.url(f"https://api.test/v1/items/{n}?token=t")
+    assert len(redactor._cache) <= Redactor.CACHE_SIZE
