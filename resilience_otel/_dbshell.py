@@ -18,8 +18,10 @@ from ._classify import ErrorClass
 from ._clock import Clock
 from ._config import Policy
 from ._engine import Attempt, CallDescription, Classifier, Engine
+from ._errortext import error_code, error_describer, record_error
 from ._events import Observer
 from ._exceptions import CircuitOpenError
+from ._redact import Redactor
 from ._telemetry import (
     SUPPRESS_INSTRUMENTATION_KEY,
     AttemptTrace,
@@ -46,6 +48,9 @@ class DbShell:
         system: ``db.system.name`` (``redis``, ``postgresql``); also the ``client`` label.
         server: ``(address, port)`` of the server, for span and metric attributes.
         namespace: ``db.namespace`` (database name or index), if known.
+
+    Error texts on spans and in dead letters are scrubbed of the values Redis replies and
+    PostgreSQL errors repeat, unless the policy sets ``RedactionConfig.record_error_text``.
     """
 
     def __init__(
@@ -79,6 +84,11 @@ class DbShell:
             cancel_slow=True,
             classify_values=False,
         )
+        redaction = policy.redaction
+        self.describe_error = error_describer(
+            Redactor.for_config(redaction), raw=redaction.record_error_text
+        )
+        self.engine.describe_error = self.describe_error
         self.breaker = self.engine.service_breaker(breaker)
         self.system = system
         self.service = policy.service
@@ -112,7 +122,7 @@ class DbShell:
         try:
             result = engine.call(
                 self.breaker, attempt, _ignore, replayable=replayable, describe=op.describe,
-                trace=None if span is None else AttemptTrace(span, None, False, per_call=True),
+                trace=self._trace(span),
             )  # fmt: skip
         except BaseException as exc:
             self._end(telemetry, span, token, op, begin, exc)
@@ -154,7 +164,7 @@ class DbShell:
             result = await engine.acall(
                 self.breaker, attempt, _no_discard, replayable=replayable, describe=op.describe,
                 allow_retry=retry,
-                trace=None if span is None else AttemptTrace(span, None, False, per_call=True),
+                trace=self._trace(span),
             )  # fmt: skip
         except BaseException as exc:
             self._end(telemetry, span, token, op, begin, exc)
@@ -163,6 +173,12 @@ class DbShell:
         return result
 
     # -- telemetry ---------------------------------------------------------------------------
+    def _trace(self, span: Span | None) -> AttemptTrace | None:
+        """What the attempts of an operation report to: its one span (failures as events)."""
+        if span is None:
+            return None
+        return AttemptTrace(span, None, False, per_call=True, describe=self.describe_error)
+
     def _start(
         self, telemetry: Telemetry, op: Operation, extra: dict[str, Any] | None
     ) -> tuple[Span | None, Token[Context] | None]:
@@ -192,11 +208,7 @@ class DbShell:
                 error_type, error_class = self._describe_error(error)
                 metric = {**metric, sc.ERROR_TYPE: error_type}
                 if span is not None and span.is_recording():
-                    span.set_attributes(
-                        {sc.ERROR_TYPE: error_type, sc.RESILIENCE_ERROR_CLASS: error_class}
-                    )
-                    span.record_exception(error)
-                    span.set_status(Status(StatusCode.ERROR, error_type))
+                    self._label_failed(span, error, error_type, error_class)
             if metrics_live:
                 # Recorded while the operation's span is current, so the SDK can attach it
                 # as the measurement's exemplar (as the resilience metrics get it).
@@ -205,6 +217,19 @@ class DbShell:
             context.detach(token)
         if span is not None:
             span.end()
+
+    def _label_failed(
+        self, span: Span, error: Exception, error_type: str, error_class: str
+    ) -> None:
+        """Error attributes, a safe ``exception`` event and an ERROR status naming the type
+        only: the raw text of a database error repeats the values it was given."""
+        attributes = {sc.ERROR_TYPE: error_type, sc.RESILIENCE_ERROR_CLASS: error_class}
+        code = error_code(error)
+        if code is not None:
+            attributes[sc.DB_RESPONSE_STATUS_CODE] = code
+        span.set_attributes(attributes)
+        record_error(span, error, self.describe_error)
+        span.set_status(Status(StatusCode.ERROR, error_type))
 
     def _describe_error(self, error: Exception) -> tuple[str, str]:
         """``error.type`` and error class of the error an operation ended with."""

@@ -23,7 +23,8 @@ from opentelemetry import context, propagate, trace
 from opentelemetry.trace import Link, SpanKind
 
 from . import _semconv as sc
-from ._redact import redact_url
+from ._errortext import ErrorText, error_text
+from ._redact import DEFAULT_REDACTOR, REDACTED, Redactor
 from ._telemetry import SUPPRESS_HTTP_INSTRUMENTATION_KEY, AttemptTrace, Telemetry
 
 if TYPE_CHECKING:
@@ -51,12 +52,16 @@ def _metric_attributes(request: httpx.Request) -> dict[str, Any]:
 
 
 def _attempt_attributes(
-    request: httpx.Request, step: Attempt, service: str, metric: dict[str, Any]
+    request: httpx.Request,
+    step: Attempt,
+    service: str,
+    metric: dict[str, Any],
+    redactor: Redactor,
 ) -> dict[str, Any]:
     method = request.method
     attributes: dict[str, Any] = {
         **metric,
-        sc.URL_FULL: redact_url(str(request.url)),
+        sc.URL_FULL: redactor.url(str(request.url)),
         sc.RESILIENCE_SERVICE: service,
         sc.RESILIENCE_ATTEMPT: step.number,
         sc.RESILIENCE_BREAKER_STATE: step.breaker_state.value,
@@ -69,16 +74,22 @@ def _attempt_attributes(
 
 
 def start_attempt_span(
-    telemetry: Telemetry, request: httpx.Request, step: Attempt, service: str
+    telemetry: Telemetry,
+    request: httpx.Request,
+    step: Attempt,
+    service: str,
+    redactor: Redactor = DEFAULT_REDACTOR,
+    describe: ErrorText = error_text,
 ) -> Token[Context]:
     """Start the attempt's span, make it current with HTTP instrumentation suppressed, and
-    inject the trace context into the request headers.
+    inject the trace context into the request headers. ``redactor`` redacts ``url.full``;
+    ``describe`` gives the safe text of the attempt's error.
 
     Returns:
         The context token to hand to ``opentelemetry.context.detach`` after the attempt.
     """
     metric = _metric_attributes(request)
-    attributes = _attempt_attributes(request, step, service, metric)
+    attributes = _attempt_attributes(request, step, service, metric, redactor)
     name = request.method if request.method in sc.HTTP_METHODS else "HTTP"
     links = None
     if step.previous is not None:
@@ -86,7 +97,7 @@ def start_attempt_span(
     span = telemetry.tracer.start_span(
         name, kind=SpanKind.CLIENT, attributes=attributes, links=links
     )
-    step.trace = AttemptTrace(span, dict(metric), owned=True)
+    step.trace = AttemptTrace(span, dict(metric), owned=True, describe=describe)
     ctx = trace.set_span_in_context(span)
     ctx = context.set_value(SUPPRESS_HTTP_INSTRUMENTATION_KEY, True, ctx)
     propagate.inject(request.headers, context=ctx)
@@ -115,17 +126,24 @@ def note_response(step: Attempt, response: httpx.Response) -> None:
         trace_.span.set_attribute(sc.HTTP_RESPONSE_STATUS_CODE, response.status_code)
 
 
-def adopt_current_span(step: Attempt, service: str, request: httpx.Request) -> None:
+def adopt_current_span(
+    step: Attempt,
+    service: str,
+    request: httpx.Request,
+    redactor: Redactor = DEFAULT_REDACTOR,
+    describe: ErrorText = error_text,
+) -> None:
     """Inside a span opentelemetry-instrumentation-httpx started for this attempt: add our
     attributes to it; it stays theirs to end (and they record the duration metric)."""
     span = trace.get_current_span()
-    step.trace = AttemptTrace(span, None, owned=False)
+    step.trace = AttemptTrace(span, None, owned=False, describe=describe)
     if span.is_recording():
         # Their URL redaction knows fewer sensitive query keys than ours: overwrite it.
         existing = getattr(span, "attributes", None) or {}
         for key in ("url.full", "http.url"):
             if key in existing:
-                span.set_attribute(key, redact_url(str(request.url)))
+                span.set_attribute(key, redactor.url(str(request.url)))
+        _redact_captured_headers(span, existing, redactor)
         span.set_attributes(
             {
                 sc.RESILIENCE_SERVICE: service,
@@ -146,6 +164,23 @@ def adopt_current_span(step: Attempt, service: str, request: httpx.Request) -> N
                     sc.RESILIENCE_RETRY_REASON: reason.value,
                 },
             )
+
+
+_REQUEST_HEADER = "http.request.header."
+
+
+def _redact_captured_headers(span: trace.Span, existing: Any, redactor: Redactor) -> None:
+    """Overwrite request headers the instrumentation captured (its
+    ``OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_REQUEST``) that are sensitive to us.
+
+    Response headers are captured after the attempt returns: out of our reach (use its
+    ``OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS`` for those).
+    """
+    for key in list(existing):
+        if key.startswith(_REQUEST_HEADER) and redactor.header_is_sensitive(
+            key[len(_REQUEST_HEADER) :]
+        ):
+            span.set_attribute(key, (REDACTED,))
 
 
 def suppressed_http() -> Token[Context]:

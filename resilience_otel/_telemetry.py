@@ -19,6 +19,7 @@ from opentelemetry.metrics._internal import _ProxyMeterProvider
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from . import _semconv as sc
+from ._errortext import ErrorText, error_text, record_error
 from ._events import Observer
 
 if TYPE_CHECKING:
@@ -48,10 +49,10 @@ class AttemptTrace:
     ``owned``: the span is this attempt's and ends with it (HTTP). Otherwise someone else
     ends it: opentelemetry-instrumentation-httpx (its own attempt span), or a database shell
     whose one span covers the whole operation (``per_call``; failed attempts become events
-    and the shell sets the final status).
+    and the shell sets the final status). ``describe`` gives the safe text of an error.
     """
 
-    __slots__ = ("metric_attributes", "owned", "per_call", "span")
+    __slots__ = ("describe", "metric_attributes", "owned", "per_call", "span")
 
     def __init__(
         self,
@@ -59,11 +60,13 @@ class AttemptTrace:
         metric_attributes: dict[str, Any] | None,
         owned: bool,
         per_call: bool = False,
+        describe: ErrorText = error_text,
     ) -> None:
         self.span = span
         self.metric_attributes = metric_attributes
         self.owned = owned
         self.per_call = per_call
+        self.describe = describe
 
 
 class _Tally:
@@ -297,7 +300,7 @@ def finish_attempt(
         if trace_.per_call:
             _attempt_failed_event(span, attempt, error, failure)
         else:
-            _label_failed_attempt(span, error, failure)
+            _label_failed_attempt(span, error, failure, trace_.describe)
         if failure.error_class.value == "critical":
             span.add_event(sc.EVENT_CRITICAL, {sc.ERROR_TYPE: failure.error_type})
         if retry is not None:
@@ -321,11 +324,14 @@ def finish_attempt(
         span.end()
 
 
-def _label_failed_attempt(span: Span, error: BaseException | None, failure: Failure) -> None:
+def _label_failed_attempt(
+    span: Span, error: BaseException | None, failure: Failure, describe: ErrorText
+) -> None:
     span.set_attribute(sc.RESILIENCE_ERROR_CLASS, failure.error_class.value)
     span.set_attribute(sc.ERROR_TYPE, failure.error_type)
     if error is not None:
-        span.record_exception(error)
+        record_error(span, error, describe)  # never span.record_exception: it keeps raw text
+    # The description names the type only: messages may quote URLs and values.
     span.set_status(
         Status(StatusCode.ERROR, failure.error_type if error is None else type(error).__name__)
     )
