@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
@@ -25,6 +25,7 @@ __all__ = [
     "is_sensitive_name",
     "redact_text",
     "redact_url",
+    "redaction_from_env",
 ]
 
 REDACTED = "REDACTED"
@@ -248,3 +249,47 @@ def redact_url(url: str, sensitive_keys: Iterable[str] = ()) -> str:
 def redact_text(text: str) -> str:
     """Redact every URL found in free text by the default rules."""
     return DEFAULT_REDACTOR.text(text)
+
+
+# (variable, field, how the value is split): comma-separated names, whitespace-separated regexes
+REDACTION_ENV_VARS: tuple[tuple[str, str, str], ...] = (
+    ("REDACT_QUERY_KEYS", "query_keys", "comma-separated query keys"),
+    ("REDACT_HEADERS", "headers", "comma-separated header names"),
+    ("REDACT_PATH_SEGMENTS", "path_segments", "whitespace-separated regexes"),
+    ("RECORD_ERROR_TEXT", "record_error_text", "true or false"),
+)
+_TRUE, _FALSE = frozenset({"true", "1", "yes", "on"}), frozenset({"false", "0", "no", "off"})
+
+
+def _env_value(field: str, var: str, raw: str) -> object:
+    text = raw.strip()
+    if field == "record_error_text":
+        if text.lower() in _TRUE | _FALSE:
+            return text.lower() in _TRUE
+        raise ConfigError(f"{var}={raw!r} must be true or false", field=var)
+    if field == "path_segments":
+        return text.split()
+    return [name for name in (part.strip() for part in text.split(",")) if name]
+
+
+def redaction_from_env(env: Mapping[str, object], prefix: str) -> RedactionConfig:
+    """The :class:`RedactionConfig` of ``REDACT_QUERY_KEYS``, ``REDACT_HEADERS``,
+    ``REDACT_PATH_SEGMENTS`` and ``RECORD_ERROR_TEXT``; a ``prefix``-ed variable (the
+    service's) replaces the global one."""
+    values: dict[str, object] = {}
+    for var, field, what in REDACTION_ENV_VARS:
+        for candidate in (prefix + var, var):
+            raw = env.get(candidate)
+            if raw is None or (isinstance(raw, str) and not raw.strip()):
+                continue
+            if not isinstance(raw, str):
+                raise ConfigError(
+                    f"{candidate} must be a string ({what}), got {raw!r}", field=candidate
+                )
+            try:
+                values[field] = _env_value(field, candidate, raw)
+                RedactionConfig(**{field: values[field]})  # type: ignore[arg-type]
+            except ConfigError as exc:
+                raise ConfigError(f"{candidate}={raw!r}: {exc}", field=candidate) from exc
+            break
+    return RedactionConfig(**values)  # type: ignore[arg-type]
