@@ -12,11 +12,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Any
 
 from ._classify import ErrorClass, FailureKind
 from ._exceptions import ConfigError
-from ._validate import check_float, check_int, check_optional_float
+from ._redact import RedactionConfig
+from ._validate import MAX_COUNT, MAX_DURATION, check_bool, check_float, check_int
 from .dlq import DeadLetterReason
 
 __all__ = [
@@ -45,8 +45,36 @@ class Jitter(StrEnum):
     NONE = "none"
 
 
+def check_service_name(field: str, value: object) -> str:
+    """Return ``value`` if it is a valid service name (it becomes a label and a prefix)."""
+    if not isinstance(value, str) or not _SERVICE_NAME.fullmatch(value):
+        raise ConfigError(
+            f"{field} must start with a letter and hold at most 64 letters, digits, "
+            f"'_', '.' or '-', got {value!r}",
+            field=field,
+        )
+    return value
+
+
 def _set(obj: object, name: str, value: object) -> None:
     object.__setattr__(obj, name, value)
+
+
+def _set_float(
+    obj: object,
+    prefix: str,
+    name: str,
+    low: float,
+    high: float,
+    *,
+    low_open: bool = False,
+    optional: bool = False,
+) -> None:
+    """Validate the number field ``name`` of ``obj`` and store it as a float."""
+    value = getattr(obj, name)
+    if optional and value is None:
+        return
+    _set(obj, name, check_float(prefix + name, value, low, high, low_open=low_open))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -55,19 +83,25 @@ class BreakerConfig:
 
     Args:
         failure_threshold: failures within ``monitoring_period`` that open the breaker
-            (count mode; ignored when ``failure_rate_threshold`` is set).
-        monitoring_period: length of the rolling window, seconds.
-        reset_timeout: seconds an open breaker waits before admitting half-open probes.
+            (count mode; ignored when ``failure_rate_threshold`` is set); 1 to 10**9.
+        monitoring_period: length of the rolling window, seconds; at most 86400 (one day).
+        reset_timeout: seconds an open breaker waits before admitting half-open probes; at
+            most 86400.
         call_timeout: an attempt slower than this is cancelled and counts as a failure;
-            ``None`` means no per-attempt limit.
-        half_open_max_calls: probes allowed in flight at once while half-open.
-        success_threshold: probe successes needed to close again.
+            ``None`` means no per-attempt limit; at most 86400.
+        half_open_max_calls: probes allowed in flight at once while half-open; 1 to 10000.
+        success_threshold: probe successes needed to close again; 1 to 10000.
         failure_rate_threshold: rate mode: open when the failure ratio (0..1] over at least
             ``minimum_calls`` calls in the window reaches it. ``None``: count mode.
-        minimum_calls: calls the window must hold before any rate is judged.
-        slow_call_threshold: an attempt slower than this (seconds) is "slow"; ``None``: off.
+        minimum_calls: calls the window must hold before any rate is judged; 1 to 10**9.
+        slow_call_threshold: an attempt slower than this (seconds) is "slow"; ``None``: off;
+            at most 86400.
         slow_call_rate_threshold: open when the ratio of slow calls (0..1] reaches it.
-        window_buckets: how many buckets the window is cut into (memory is fixed by this).
+        window_buckets: how many buckets the window is cut into (memory is fixed by this);
+            1 to 1000.
+
+    Every duration is positive and at most one day, every count at most 10**9: larger values
+    are typos (a millisecond value given in seconds), and Redis refuses such expiry times.
     """
 
     failure_threshold: int = 5
@@ -84,44 +118,18 @@ class BreakerConfig:
 
     def __post_init__(self) -> None:
         name = "BreakerConfig."
-        check_int(name + "failure_threshold", self.failure_threshold, 1)
-        _set(
-            self,
-            "monitoring_period",
-            check_float(name + "monitoring_period", self.monitoring_period, 0.0, low_open=True),
-        )
-        _set(
-            self,
-            "reset_timeout",
-            check_float(name + "reset_timeout", self.reset_timeout, 0.0, low_open=True),
-        )
-        _set(
-            self,
-            "call_timeout",
-            check_optional_float(name + "call_timeout", self.call_timeout, 0.0),
-        )
+        check_int(name + "failure_threshold", self.failure_threshold, 1, MAX_COUNT)
+        _set_float(self, name, "monitoring_period", 0.0, MAX_DURATION, low_open=True)
+        _set_float(self, name, "reset_timeout", 0.0, MAX_DURATION, low_open=True)
+        _set_float(self, name, "call_timeout", 0.0, MAX_DURATION, low_open=True, optional=True)
         check_int(name + "half_open_max_calls", self.half_open_max_calls, 1, 10_000)
         check_int(name + "success_threshold", self.success_threshold, 1, 10_000)
-        _set(
-            self,
-            "failure_rate_threshold",
-            check_optional_float(
-                name + "failure_rate_threshold", self.failure_rate_threshold, 0.0, 1.0
-            ),
+        _set_float(self, name, "failure_rate_threshold", 0.0, 1.0, low_open=True, optional=True)
+        check_int(name + "minimum_calls", self.minimum_calls, 1, MAX_COUNT)
+        _set_float(
+            self, name, "slow_call_threshold", 0.0, MAX_DURATION, low_open=True, optional=True
         )
-        check_int(name + "minimum_calls", self.minimum_calls, 1)
-        _set(
-            self,
-            "slow_call_threshold",
-            check_optional_float(name + "slow_call_threshold", self.slow_call_threshold, 0.0),
-        )
-        _set(
-            self,
-            "slow_call_rate_threshold",
-            check_optional_float(
-                name + "slow_call_rate_threshold", self.slow_call_rate_threshold, 0.0, 1.0
-            ),
-        )
+        _set_float(self, name, "slow_call_rate_threshold", 0.0, 1.0, low_open=True, optional=True)
         check_int(name + "window_buckets", self.window_buckets, 1, 1000)
         if self.slow_call_rate_threshold is not None and self.slow_call_threshold is None:
             raise ConfigError(
@@ -135,7 +143,8 @@ class BreakerConfig:
 class RetryOverride:
     """Retry settings for one kind of failure; ``None`` fields inherit from :class:`RetryConfig`.
 
-    ``max_attempts`` counts all attempts of the call, including the first.
+    ``max_attempts`` counts all attempts of the call, including the first; the ranges are
+    those of :class:`RetryConfig`.
     """
 
     max_attempts: int | None = None
@@ -147,21 +156,9 @@ class RetryOverride:
         name = "RetryOverride."
         if self.max_attempts is not None:
             check_int(name + "max_attempts", self.max_attempts, 1, 100)
-        _set(
-            self,
-            "base_delay",
-            check_optional_float(name + "base_delay", self.base_delay, 0.0, low_open=False),
-        )
-        _set(
-            self,
-            "max_delay",
-            check_optional_float(name + "max_delay", self.max_delay, 0.0, low_open=False),
-        )
-        _set(
-            self,
-            "multiplier",
-            check_optional_float(name + "multiplier", self.multiplier, 1.0, low_open=False),
-        )
+        _set_float(self, name, "base_delay", 0.0, 3600.0, optional=True)
+        _set_float(self, name, "max_delay", 0.0, MAX_DURATION, optional=True)
+        _set_float(self, name, "multiplier", 1.0, 100.0, optional=True)
         base, cap = self.base_delay, self.max_delay
         if base is not None and cap is not None and cap < base:
             raise ConfigError(
@@ -239,15 +236,18 @@ class RetryConfig:
     """Retry settings.
 
     Args:
-        max_attempts: attempts including the first; 1 disables retries.
-        base_delay: delay before the first retry, seconds (before jitter).
-        max_delay: cap of any single backoff delay, seconds.
-        multiplier: growth factor; retry ``n`` (from 0) waits ``base_delay * multiplier**n``.
+        max_attempts: attempts including the first; 1 disables retries; at most 100.
+        base_delay: delay before the first retry, seconds (before jitter); 0 to 3600.
+        max_delay: cap of any single backoff delay, seconds; ``base_delay`` to 86400.
+        multiplier: growth factor; retry ``n`` (from 0) waits ``base_delay * multiplier**n``;
+            1 to 100.
         jitter: how delays are randomised (:class:`Jitter`, default full jitter).
         retry_on: error classes that are retried (TRANSIENT by default).
         respect_retry_after: wait what the upstream's ``Retry-After`` asks (429/503).
-        max_retry_after: a longer ``Retry-After`` ends retrying instead of waiting.
-        total_timeout: deadline over all attempts and delays, seconds; ``None``: none.
+        max_retry_after: a longer ``Retry-After`` ends retrying instead of waiting; 0 to
+            86400 seconds.
+        total_timeout: deadline over all attempts and delays, seconds; ``None``: none; at
+            most 86400.
             Nothing sleeps past it and the last attempt's timeout is cut to fit.
         budget: the retry budget; ``None`` disables it.
         by_kind: per-kind overrides, e.g. patient on ``RATE_LIMITED``, brief on ``TIMEOUT``.
@@ -270,15 +270,15 @@ class RetryConfig:
     def __post_init__(self) -> None:
         name = "RetryConfig."
         check_int(name + "max_attempts", self.max_attempts, 1, 100)
-        _set(self, "base_delay", check_float(name + "base_delay", self.base_delay, 0.0, 3600.0))
-        _set(self, "max_delay", check_float(name + "max_delay", self.max_delay, 0.0, 86_400.0))
+        _set_float(self, name, "base_delay", 0.0, 3600.0)
+        _set_float(self, name, "max_delay", 0.0, MAX_DURATION)
         if self.max_delay < self.base_delay:
             raise ConfigError(
                 f"{name}max_delay must be >= base_delay ({self.base_delay!r}), "
                 f"got {self.max_delay!r}",
                 field=name + "max_delay",
             )
-        _set(self, "multiplier", check_float(name + "multiplier", self.multiplier, 1.0, 100.0))
+        _set_float(self, name, "multiplier", 1.0, 100.0)
         try:
             _set(self, "jitter", Jitter(self.jitter))
         except ValueError as exc:
@@ -287,27 +287,14 @@ class RetryConfig:
                 f"{name}jitter must be one of {allowed}, got {self.jitter!r}", field=name + "jitter"
             ) from exc
         _set(self, "retry_on", _coerce_error_classes(self.retry_on))
-        _set(
-            self,
-            "max_retry_after",
-            check_float(name + "max_retry_after", self.max_retry_after, 0.0, 86_400.0),
-        )
-        _set(
-            self,
-            "total_timeout",
-            check_optional_float(name + "total_timeout", self.total_timeout, 0.0),
-        )
+        _set_float(self, name, "max_retry_after", 0.0, MAX_DURATION)
+        _set_float(self, name, "total_timeout", 0.0, MAX_DURATION, low_open=True, optional=True)
         if self.budget is not None and not isinstance(self.budget, RetryBudgetConfig):
             raise ConfigError(
                 f"{name}budget must be a RetryBudgetConfig or None, got {self.budget!r}",
                 field=name + "budget",
             )
-        if not isinstance(self.respect_retry_after, bool):
-            raise ConfigError(
-                f"{name}respect_retry_after must be True or False, "
-                f"got {self.respect_retry_after!r}",
-                field=name + "respect_retry_after",
-            )
+        check_bool(name + "respect_retry_after", self.respect_retry_after)
         _set(self, "by_kind", _coerce_by_kind(self.by_kind))
 
 
@@ -328,6 +315,8 @@ class Policy:
         dead_letter_on: which failed calls are recorded in the dead-letter queue (when the
             client is given one). PERMANENT failures are left out by default.
         telemetry: emit spans and metrics for calls under this policy.
+        redaction: query keys, headers and path segments to redact beyond the defaults, and
+            the opt-in to raw Redis/PostgreSQL error texts (see :class:`RedactionConfig`).
     """
 
     service: str
@@ -335,13 +324,14 @@ class Policy:
     retry: RetryConfig = field(default_factory=RetryConfig)
     dead_letter_on: frozenset[DeadLetterReason] = _DEFAULT_DEAD_LETTER_ON
     telemetry: bool = True
+    redaction: RedactionConfig = field(default_factory=RedactionConfig)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.service, str) or not _SERVICE_NAME.fullmatch(self.service):
+        check_service_name("Policy.service", self.service)
+        if not isinstance(self.redaction, RedactionConfig):
             raise ConfigError(
-                f"Policy.service must start with a letter and hold at most 64 letters, digits, "
-                f"'_', '.' or '-', got {self.service!r}",
-                field="Policy.service",
+                f"Policy.redaction must be a RedactionConfig, got {self.redaction!r}",
+                field="Policy.redaction",
             )
         if not isinstance(self.breaker, BreakerConfig):
             raise ConfigError(
@@ -352,11 +342,7 @@ class Policy:
             raise ConfigError(
                 f"Policy.retry must be a RetryConfig, got {self.retry!r}", field="Policy.retry"
             )
-        if not isinstance(self.telemetry, bool):
-            raise ConfigError(
-                f"Policy.telemetry must be True or False, got {self.telemetry!r}",
-                field="Policy.telemetry",
-            )
+        check_bool("Policy.telemetry", self.telemetry)
         try:
             reasons = frozenset(DeadLetterReason(r) for r in self.dead_letter_on)
         except (TypeError, ValueError) as exc:
@@ -388,16 +374,18 @@ class HealthConfig:
     """Health monitor settings.
 
     Args:
-        check_interval: seconds between active checks of a service.
-        check_timeout: an active check slower than this fails, seconds.
+        check_interval: seconds between active checks of a service; at most 86400.
+        check_timeout: an active check slower than this fails, seconds; at most 3600.
         alert_threshold: availability below this makes a service unhealthy (0..1).
         degraded_threshold: availability below this makes it degraded (0..1, >= alert).
         latency_target: a p95 response time above this, seconds, makes it degraded and
-            lowers its score.
-        window: the recent window that availability and latency are judged over, seconds.
-        window_buckets: buckets of that window (memory is fixed by this).
-        minimum_calls: calls the window must hold before availability is judged.
-        failures_to_unhealthy: consecutive failed active checks that make it unhealthy.
+            lowers its score; at most 3600.
+        window: the recent window that availability and latency are judged over, seconds;
+            at most 86400.
+        window_buckets: buckets of that window (memory is fixed by this); 1 to 1000.
+        minimum_calls: calls the window must hold before availability is judged; 1 to 10**9.
+        failures_to_unhealthy: consecutive failed active checks that make it unhealthy;
+            1 to 1000.
     """
 
     check_interval: float = 30.0
@@ -412,22 +400,14 @@ class HealthConfig:
 
     def __post_init__(self) -> None:
         name = "HealthConfig."
-        for fname in ("check_interval", "check_timeout", "latency_target", "window"):
-            _set(self, fname, check_float(name + fname, getattr(self, fname), 0.0, low_open=True))
-        _set(
-            self,
-            "alert_threshold",
-            check_float(name + "alert_threshold", self.alert_threshold, 0.0, 1.0),
-        )
-        _set(
-            self,
-            "degraded_threshold",
-            check_float(
-                name + "degraded_threshold", self.degraded_threshold, self.alert_threshold, 1.0
-            ),
-        )
+        _set_float(self, name, "check_interval", 0.0, MAX_DURATION, low_open=True)
+        _set_float(self, name, "check_timeout", 0.0, 3600.0, low_open=True)
+        _set_float(self, name, "latency_target", 0.0, 3600.0, low_open=True)
+        _set_float(self, name, "window", 0.0, MAX_DURATION, low_open=True)
+        _set_float(self, name, "alert_threshold", 0.0, 1.0)
+        _set_float(self, name, "degraded_threshold", self.alert_threshold, 1.0)
         check_int(name + "window_buckets", self.window_buckets, 1, 1000)
-        check_int(name + "minimum_calls", self.minimum_calls, 1)
+        check_int(name + "minimum_calls", self.minimum_calls, 1, MAX_COUNT)
         check_int(name + "failures_to_unhealthy", self.failures_to_unhealthy, 1, 1000)
 
     @classmethod
@@ -437,29 +417,6 @@ class HealthConfig:
         Raises:
             ConfigError: naming the variable and its value when one is malformed.
         """
-        import os
+        from ._envconfig import health_from_env
 
-        env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        source: dict[str, str] = {}  # field -> "VAR='raw'", to name the variable on errors
-        for var, fname, scale in (
-            ("HEALTH_CHECK_INTERVAL", "check_interval", 1000.0),
-            ("HEALTH_ALERT_THRESHOLD", "alert_threshold", 1.0),
-        ):
-            raw = env.get(var, "").strip()
-            if not raw:
-                continue
-            try:
-                values[fname] = float(raw) / scale
-            except ValueError as exc:
-                raise ConfigError(f"{var}={raw!r} is not a number", field=var) from exc
-            source[fname] = f"{var}={raw!r}"
-        if "alert_threshold" in values:
-            values.setdefault("degraded_threshold", max(values["alert_threshold"], 0.99))
-        try:
-            return cls(**values)
-        except ConfigError as exc:
-            bad = source.get((exc.field or "").rpartition(".")[2])
-            if bad is not None:
-                raise ConfigError(f"{bad}: {exc}", field=bad.partition("=")[0]) from exc
-            raise ConfigError(f"health environment variables: {exc}", field=exc.field) from exc
+        return health_from_env(cls, environ)

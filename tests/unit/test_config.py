@@ -272,7 +272,7 @@ def test_config_error_is_a_value_error_and_resilience_error() -> None:
     ("build", "allowed"),
     [
         (lambda: BreakerConfig(half_open_max_calls=0), "between 1 and 10000"),
-        (lambda: BreakerConfig(failure_threshold=0), ">= 1"),
+        (lambda: BreakerConfig(failure_threshold=0), "between 1 and 1000000000"),
         (lambda: BreakerConfig(reset_timeout=0), "> 0.0"),
         (lambda: RetryConfig(multiplier=0.5), ">= 1.0 and <= 100.0"),
         (lambda: RetryConfig(jitter="fast"), "full, equal, decorrelated, none"),  # type: ignore[arg-type]
