@@ -15,7 +15,7 @@ Exactly one CLIENT span per physical attempt, whichever way the user enabled tra
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -34,7 +34,14 @@ if TYPE_CHECKING:
 
     from ._engine import Attempt
 
-__all__ = ["InstrumentationAwareMethod", "start_attempt_span", "suppressed_http"]
+__all__ = [
+    "InstrumentationAwareMethod",
+    "acall_borrowed",
+    "call_borrowed",
+    "stand_in_for",
+    "start_attempt_span",
+    "suppressed_http",
+]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -186,6 +193,86 @@ def _redact_captured_headers(span: trace.Span, existing: Any, redactor: Redactor
 def suppressed_http() -> Token[Context]:
     """Attach a context that keeps HTTP instrumentations quiet; returns the token."""
     return context.attach(context.set_value(SUPPRESS_HTTP_INSTRUMENTATION_KEY, True))
+
+
+# -- the instrumentation's span and our error texts ------------------------------------------------
+# opentelemetry-instrumentation-httpx ends its attempt span in a ``start_as_current_span``
+# block, which records the raw ``str(exc)`` (event and status) of whatever leaves it. What
+# leaves it is a stand-in: typed like the error, its text the safe one; the caller gets the
+# original back once outside the instrumentation's wrapper.
+_ORIGINAL = "_resilience_original"
+_MARK = "_resilience_stand_in"
+
+
+_STAND_IN_TYPES: dict[type[Exception], type[Exception]] = {}  # bounded: error types are few
+
+
+def _stand_in_type(cls: type[Exception]) -> type[Exception]:
+    known = _STAND_IN_TYPES.get(cls)
+    if known is None:
+        namespace = {"__qualname__": cls.__qualname__, "__module__": cls.__module__, _MARK: True}
+        known = type(cls.__name__, (cls,), namespace)
+        if len(_STAND_IN_TYPES) < 256:
+            _STAND_IN_TYPES[cls] = known
+    return known
+
+
+def stand_in_for(error: Exception, describe: ErrorText) -> Exception | None:
+    """An exception typed like ``error`` whose text is ``describe(error)``, carrying ``error``
+    to give back; ``None`` when the type cannot be copied safely (``error`` is then raised)."""
+    safe = describe(error)
+    try:
+        cls = _stand_in_type(type(error))
+        stand_in = cls.__new__(cls)
+        stand_in.args = (safe,)
+        for name in ("_request", "response"):  # what the instrumentation reads
+            if name in getattr(error, "__dict__", {}):
+                setattr(stand_in, name, error.__dict__[name])
+        setattr(stand_in, _ORIGINAL, error)
+        if str(stand_in) != safe:
+            return None  # a __str__ of its own: cannot vouch for what it would print
+    except Exception:  # an exception type that cannot be subclassed or built bare
+        return None
+    return stand_in
+
+
+def _original(error: Exception) -> BaseException | None:
+    if not type(error).__dict__.get(_MARK, False):
+        return None
+    original: BaseException = error.__dict__[_ORIGINAL]
+    return original
+
+
+def call_borrowed(
+    wrapper: Callable[..., httpx.Response],
+    exchange: Callable[[httpx.Request], httpx.Response],
+    transport: Any,
+    request: httpx.Request,
+) -> httpx.Response:
+    """Call the instrumentation's wrapper around ``exchange``; give back the original error."""
+    try:
+        return wrapper(exchange, transport, (request,), {})
+    except Exception as exc:
+        original = _original(exc)
+        if original is None:
+            raise
+    raise original  # outside the handler: the original keeps its own cause and context
+
+
+async def acall_borrowed(
+    wrapper: Callable[..., Awaitable[httpx.Response]],
+    exchange: Callable[[httpx.Request], Awaitable[httpx.Response]],
+    transport: Any,
+    request: httpx.Request,
+) -> httpx.Response:
+    """Async :func:`call_borrowed`."""
+    try:
+        return await wrapper(exchange, transport, (request,), {})
+    except Exception as exc:
+        original = _original(exc)
+        if original is None:
+            raise
+    raise original
 
 
 def _is_httpx_instrumentation(wrapper: object) -> bool:

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from asyncpg import exceptions as pgx
+from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -320,3 +321,75 @@ def test_redactor_extra_keys_reach_messages() -> None:
         OSError("GET https://api.test/?tenant=acme failed"), Redactor(query_keys=["tenant"])
     )
     assert "acme" not in text
+
+
+# -- opentelemetry-instrumentation-httpx's own span ----------------------------------------------
+def test_instrumented_client_span_records_no_secret(
+    exporter: tuple[InMemorySpanExporter, TracerProvider],
+) -> None:
+    """With instrument_client, the instrumentation's attempt span gets only the safe text, and
+    the caller still gets the very exception the inner transport raised, cause included."""
+    memory, provider = exporter
+    raised: list[BaseException] = []
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        try:
+            refuse_naming_secret_url(request)
+        except httpx.ConnectError as exc:
+            raised.append(exc)
+            raise
+        raise AssertionError("unreachable")
+
+    transport = ResilientTransport(
+        httpx.MockTransport(refuse), policy=policy(), clock=FakeClock(), tracer_provider=provider
+    )
+    client = httpx.Client(transport=transport)
+    HTTPXClientInstrumentor.instrument_client(client, tracer_provider=provider)
+    try:
+        with pytest.raises(httpx.ConnectError) as caught:
+            client.get("https://api.test/v1/q")
+    finally:
+        HTTPXClientInstrumentor.uninstrument_client(client)
+        client.close()
+    spans = list(memory.get_finished_spans())
+    assert len(spans) == 2
+    recorded = everything_recorded(spans)
+    for secret in SECRETS:
+        assert secret not in recorded
+    types = [
+        (e.attributes or {}).get("exception.type")
+        for s in spans
+        for e in s.events
+        if e.name == "exception"
+    ]
+    assert types == ["httpx.ConnectError", "httpx.ConnectError"]  # typed like the original
+    assert caught.value.__cause__ is raised[-1]  # RetriesExhaustedError from the original
+    assert isinstance(raised[-1].__cause__, OSError)
+
+
+@pytest.mark.anyio
+async def test_async_instrumented_client_span_records_no_secret(
+    exporter: tuple[InMemorySpanExporter, TracerProvider],
+) -> None:
+    """The async transport under instrument_client records the safe text and raises the original."""
+    memory, provider = exporter
+
+    async def refuse(request: httpx.Request) -> httpx.Response:
+        return refuse_naming_secret_url(request)
+
+    transport = AsyncResilientTransport(
+        httpx.MockTransport(refuse), policy=policy(), clock=FakeClock(), tracer_provider=provider
+    )
+    client = httpx.AsyncClient(transport=transport)
+    HTTPXClientInstrumentor.instrument_client(client, tracer_provider=provider)
+    try:
+        with pytest.raises(httpx.ConnectError) as caught:
+            await client.get("https://api.test/v1/q")
+    finally:
+        HTTPXClientInstrumentor.uninstrument_client(client)
+        await client.aclose()
+    recorded = everything_recorded(list(memory.get_finished_spans()))
+    assert "exception.message" in recorded
+    for secret in SECRETS:
+        assert secret not in recorded
+    assert type(caught.value.__cause__) is httpx.ConnectError  # the original, not a stand-in
