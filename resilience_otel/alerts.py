@@ -15,19 +15,18 @@ call; PERMANENT failures are the caller's fault and count as available.
 
 from __future__ import annotations
 
-import argparse
-import inspect
 import json
 import math
-import os
 import re
-import sys
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Any, Final
 
 from . import _semconv as sc
+from ._alert_params import check, num
 from ._exceptions import ConfigError
+
+if TYPE_CHECKING:
+    import argparse
 
 __all__ = [
     "RUNBOOK_URL",
@@ -99,13 +98,8 @@ class RuleGroup:
 
 
 # -- numbers and durations -----------------------------------------------------------------------
-def _num(value: float) -> str:
-    """A PromQL number literal without float noise (``1 - 0.99`` -> ``0.01``)."""
-    return format(round(value, 12), ".12g")
-
-
 def _percent(ratio: float) -> str:
-    return _num(ratio * 100) + "%"
+    return num(ratio * 100) + "%"
 
 
 _UNITS: Final = (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1))
@@ -120,27 +114,6 @@ def format_duration(seconds: float) -> str:
         if count:
             parts.append(f"{count}{unit}")
     return "".join(parts) or "0s"
-
-
-# -- validation ----------------------------------------------------------------------------------
-def _check(field: str, value: object, low: float, high: float = math.inf, *, low_open: bool = True,
-           why: str = "") -> float:  # fmt: skip
-    """Return ``value`` as a float if it is a finite number above ``low`` and below ``high``."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{field} must be a number, got {value!r}", field=field)
-    number = float(value)
-    above = number > low if low_open else number >= low
-    below = number < high
-    if not (math.isfinite(number) and above and below):
-        lower = f"{'>' if low_open else '>='} {_num(low)}"
-        upper = "" if math.isinf(high) else f" and < {_num(high)}"
-        raise ConfigError(f"{field} must be {lower}{upper}{why}, got {value!r}", field=field)
-    return number
-
-
-# Below this the fast-burn page (14.4x the error budget) would need more than 100% errors.
-_MIN_AVAILABILITY: Final = 1.0 - 1.0 / _PAGE_BURNS[0][2]
-_WHY: Final = " (so that 14.4x its error budget stays below 100% and the fast burn can page)"
 
 
 # -- expressions ---------------------------------------------------------------------------------
@@ -185,10 +158,30 @@ def _p95_rule() -> RecordingRule:
     return RecordingRule(_P95, expr)
 
 
+# A burn-rate condition never asks for more errors than this share of the calls.
+_MAX_BURN_RATIO: Final = 0.9
+
+
+def _reachable(pairs: tuple[tuple[str, str, float], ...], budget: float
+               ) -> tuple[tuple[str, str, float], ...]:  # fmt: skip
+    """``pairs`` with each factor lowered, to a tenth, until ``factor * budget`` is at most 90%.
+
+    Below availability 1 - 1/14.4 the page's 14.4x would need more than 100% errors and could
+    never fire: it becomes the fastest burn within 90% errors (9x at 0.9). Never below 1x: a
+    slower burn leaves budget at the end of the 30 days, nothing to alert on.
+    """
+    capped = []
+    for long, short, factor in pairs:
+        if factor * budget > _MAX_BURN_RATIO:
+            factor = max(1.0, math.floor(_MAX_BURN_RATIO / budget * 10) / 10)
+        capped.append((long, short, factor))
+    return tuple(capped)
+
+
 def _burn(pairs: tuple[tuple[str, str, float], ...], budget: str) -> str:
     terms = [
-        f"(\n  {error_ratio(long)} > ({_num(factor)} * {budget})\n  and\n"
-        f"  {error_ratio(short)} > ({_num(factor)} * {budget})\n)"
+        f"(\n  {error_ratio(long)} > ({num(factor)} * {budget})\n  and\n"
+        f"  {error_ratio(short)} > ({num(factor)} * {budget})\n)"
         for long, short, factor in pairs
     ]
     return "\nor\n".join(terms)
@@ -209,15 +202,19 @@ def _alert(name: str, severity: str, for_: float, expr: str, summary: str, text:
 
 def _groups(availability: float, latency: float, factor: float, retry_ratio: float,
             dead_letters: float) -> tuple[RuleGroup, ...]:  # fmt: skip
-    target, budget, limit = _percent(availability), _percent(1 - availability), _num(dead_letters)
-    budget_ratio, p95_target, times = _num(1 - availability), _num(latency), _num(factor)
+    target, budget, limit = _percent(availability), _percent(1 - availability), num(dead_letters)
+    budget_ratio, p95_target, times = num(1 - availability), num(latency), num(factor)
+    page = _reachable(_PAGE_BURNS, round(1 - availability, 12))
+    ticket = _reachable(_TICKET_BURNS, round(1 - availability, 12))
+    page_x, ticket_x = (" or ".join(f"{num(f)}x" for *_, f in p) for p in (page, ticket))
+    days = num(round(30 / min(f for *_, f in page), 1))
     seen = f"last_over_time({_CALLS}[1h])"
     breaker = f"sum by ({_BY}) ({_sel(_BREAKER, state='~open|half_open')}) > 0"
     unhealthy = f"max by (job, instance, service) ({_sel(_HEALTH, status='unhealthy')}) == 1"
     slow = f"{_P95} > {p95_target}\nand\n{_P95}\n  > {times} * avg_over_time({_P95}[1d])"
     storm = (
         f"sum by ({_BY}) (rate({_RETRIES}[5m]))\n/\nsum by ({_BY}) (rate({_CALLS}[5m]))\n"
-        f"> {_num(retry_ratio)}"
+        f"> {num(retry_ratio)}"
     )
     down = (
         f"(up == 0)\n* on (job, instance) group_right ()\n"
@@ -236,15 +233,15 @@ def _groups(availability: float, latency: float, factor: float, retry_ratio: flo
                    f"{_SVC} availability below {target}",
                    f"{_PCT} of the calls to {_SVC} {_JOB} failed or were rejected over the last "
                    f"5m; the availability target {target} allows {budget}."),
-            _alert("ErrorBudgetBurnFast", "critical", 120, _burn(_PAGE_BURNS, budget_ratio),
+            _alert("ErrorBudgetBurnFast", "critical", 120, _burn(page, budget_ratio),
                    f"{_SVC} is burning its error budget fast",
                    f"{_PCT} of the calls to {_SVC} {_JOB} failed over the last 1h or 6h: over "
-                   f"14.4x or 6x the {budget} error budget of the {target} availability target; "
-                   "a 30-day budget lasts at most 5 days at this rate."),
-            _alert("ErrorBudgetBurnSlow", "warning", 900, _burn(_TICKET_BURNS, budget_ratio),
+                   f"{page_x} the {budget} error budget of the {target} availability target; "
+                   f"a 30-day budget lasts at most {days} days at this rate."),
+            _alert("ErrorBudgetBurnSlow", "warning", 900, _burn(ticket, budget_ratio),
                    f"{_SVC} is burning its error budget",
                    f"{_PCT} of the calls to {_SVC} {_JOB} failed over the last 1d or 3d: over "
-                   f"3x or 1x the {budget} error budget of the {target} availability target; "
+                   f"{ticket_x} the {budget} error budget of the {target} availability target; "
                    "the 30-day budget will run out."),
             _alert("CriticalErrors", "critical", 60,
                    _new_or_increase(_sel(_CALLS, error_class="critical"), "5m") + " > 0",
@@ -304,7 +301,7 @@ def rule_groups(
     latency_p95_seconds: float = 1.0,
     latency_baseline_factor: float = 2.0,
     retry_ratio: float = 0.2,
-    dead_letter_threshold: float = 10,
+    dead_letter_threshold: int = 10,
 ) -> tuple[RuleGroup, ...]:
     """The rules grouped by concern, recording rules first (arguments: :func:`render_rules`).
 
@@ -312,17 +309,16 @@ def rule_groups(
         ConfigError: naming the argument and the value when one is out of range.
     """
     return _groups(
-        _check("availability", availability, _MIN_AVAILABILITY, 1.0, why=_WHY),
-        _check("latency_p95_seconds", latency_p95_seconds, 0.0),
-        _check("latency_baseline_factor", latency_baseline_factor, 1.0, low_open=False),
-        _check("retry_ratio", retry_ratio, 0.0),
-        _check("dead_letter_threshold", dead_letter_threshold, 0.0, low_open=False),
+        check("availability", availability),
+        check("latency_p95_seconds", latency_p95_seconds),
+        check("latency_baseline_factor", latency_baseline_factor),
+        check("retry_ratio", retry_ratio),
+        check("dead_letter_threshold", dead_letter_threshold),
     )
 
 
 # -- YAML ----------------------------------------------------------------------------------------
 _PLAIN: Final = re.compile(r"[A-Za-z]([\w.:/#-]*[\w./#-])?|\d+(ms|[smhdwy])(\d+(ms|[smhdwy]))*")
-_NUMBER: Final = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 _KEYWORDS: Final = frozenset({"true", "false", "yes", "no", "on", "off", "null", "y", "n"})
 
 
@@ -384,22 +380,25 @@ def render_rules(
     latency_baseline_factor: float = 2.0,
     retry_ratio: float = 0.2,
     for_scale: float = 1.0,
-    dead_letter_threshold: float = 10,
+    dead_letter_threshold: int = 10,
     runbook_url: str = RUNBOOK_URL,
     window_scale: float = 1.0,
 ) -> str:
     """The Prometheus rule file (YAML) for these thresholds.
 
     Args:
-        availability: the availability objective, below 1 and above 1 - 1/14.4 (so the
-            fast-burn page can fire); its error budget ``1 - availability`` drives the
-            error-rate and burn-rate alerts. ``HEALTH_ALERT_THRESHOLD`` in the CLI.
+        availability: the availability objective, 0 to 1 like ``HEALTH_ALERT_THRESHOLD``
+            (its default in the CLI); its error budget ``1 - availability`` drives the
+            error-rate and burn-rate alerts. Where a burn factor times the budget exceeds
+            90% errors (the 14.4x page below 0.9375), that factor is lowered to the fastest
+            burn within 90% errors, so the page can still fire (9x at 0.9); never below 1x.
         latency_p95_seconds: the p95 call duration above which latency may be degraded.
         latency_baseline_factor: ... and over this many times its average of the last day (>= 1).
         retry_ratio: retries per call above which retries storm (> 0; 0.2 = one per 5 calls).
-        for_scale: multiplies every ``for:`` (> 0; tests use e.g. 0.01).
+        for_scale: multiplies every ``for:`` (> 0 and <= 1000, so the longest, 15m, stays
+            10d10h at most; tests use e.g. 0.01).
         dead_letter_threshold: dead letters per service in 15 minutes above which they
-            accumulate (>= 0).
+            accumulate (an integer >= 0 and <= 1e9).
         runbook_url: where ``RUNBOOK.md`` is served; each alert links ``<url>#<alertname>``.
         window_scale: multiplies every range window (> 0, at most 1; demos and end-to-end
             tests use e.g. 0.02 so alerts also resolve within seconds). Recording rules keep
@@ -408,16 +407,12 @@ def render_rules(
     Raises:
         ConfigError: naming the option and the value when one is out of range.
     """
-    scale = _check("for_scale", for_scale, 0.0)
-    windows = _check("window_scale", window_scale, 0.0)
-    if windows > 1.0:  # longer windows than the shipped ones make no sense
-        raise ConfigError(
-            f"window_scale must be > 0 and <= 1, got {window_scale!r}", field="window_scale"
-        )
+    scale = check("for_scale", for_scale)
+    windows = check("window_scale", window_scale)
     if not isinstance(runbook_url, str) or not runbook_url.strip() or "#" in runbook_url:
         raise ConfigError(f"runbook_url must be a URL without '#', got {runbook_url!r}",
                           field="runbook_url")  # fmt: skip
-    thresholds = {
+    thresholds: dict[str, Any] = {  # float and int values
         "availability": availability,
         "latency_p95_seconds": latency_p95_seconds,
         "latency_baseline_factor": latency_baseline_factor,
@@ -426,7 +421,7 @@ def render_rules(
     }
     groups = rule_groups(**thresholds)
     scales = [("for_scale", scale)] + ([("window_scale", windows)] if windows != 1.0 else [])
-    settings = ", ".join(f"{k}={_num(v)}" for k, v in [*thresholds.items(), *scales])
+    settings = ", ".join(f"{k}={num(v)}" for k, v in [*thresholds.items(), *scales])
     lines = [
         "# Generated by resilience_otel.alerts.render_rules(); do not edit by hand.",
         f"# {settings}",
@@ -441,56 +436,9 @@ def render_rules(
     return "\n".join(lines) + "\n"
 
 
-# -- command line --------------------------------------------------------------------------------
-# (option, render_rules keyword, metavar, help); the defaults come from render_rules itself.
-_CLI_OPTIONS: Final = (
-    ("--availability", "availability", "RATIO", "availability objective; default: "
-     "$HEALTH_ALERT_THRESHOLD, else %s"),
-    ("--latency-p95", "latency_p95_seconds", "SECONDS", "p95 call duration target (default %s)"),
-    ("--latency-baseline-factor", "latency_baseline_factor", "FACTOR",
-     "p95 must also be this many times its 1-day average (default %s)"),
-    ("--retry-ratio", "retry_ratio", "RATIO", "retries per call that make a storm (default %s)"),
-    ("--dead-letter-threshold", "dead_letter_threshold", "COUNT",
-     "dead letters per service in 15m that alert (default %s)"),
-    ("--for-scale", "for_scale", "FACTOR", "multiply every for:, e.g. 0.01 in tests (default %s)"),
-    ("--window-scale", "window_scale", "FACTOR",
-     "multiply every range window, e.g. 0.02 in demos (default %s)"),
-    ("--runbook-url", "runbook_url", "URL", "where RUNBOOK.md is served (default %s)"),
-)  # fmt: skip
-
-
-def _cmd_render(args: argparse.Namespace) -> int:
-    parser: argparse.ArgumentParser = args.render_parser
-    options = {f: getattr(args, f) for _, f, _, _ in _CLI_OPTIONS if getattr(args, f) is not None}
-    names = {f: o for o, f, _, _ in _CLI_OPTIONS}
-    env = os.environ.get("HEALTH_ALERT_THRESHOLD", "").strip()
-    if "availability" not in options and env:  # the design's knob for the same objective
-        names["availability"] = f"HEALTH_ALERT_THRESHOLD={env!r}"
-        options["availability"] = float(env) if _NUMBER.fullmatch(env) else env
-    try:
-        text = render_rules(**options)
-    except ConfigError as exc:
-        parser.error(f"{names.get(exc.field or '', exc.field)}: {exc}")
-    if args.output is None:
-        sys.stdout.write(text)
-    else:
-        Path(args.output).write_text(text, encoding="utf-8")
-    return 0
-
-
+# -- command line ---------------------------------------------------------------------------------
 def add_cli(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``resilience-otel alerts render`` on the CLI's subcommands."""
-    alerts = commands.add_parser("alerts", help="Prometheus alert rules")
-    sub = alerts.add_subparsers(dest="alerts_command", required=True, metavar="COMMAND")
-    render = sub.add_parser(
-        "render",
-        help="write the Prometheus rule file",
-        description="Render the Prometheus rule file (YAML) for these thresholds.",
-    )
-    defaults = inspect.signature(render_rules).parameters
-    for option, field, metavar, text in _CLI_OPTIONS:
-        kind = str if field == "runbook_url" else float
-        help_text = text % defaults[field].default
-        render.add_argument(option, dest=field, type=kind, metavar=metavar, help=help_text)
-    render.add_argument("--output", "-o", metavar="FILE", help="default: standard output")
-    render.set_defaults(handler=_cmd_render, render_parser=render)
+    from ._cli_alerts import add_alerts_cli  # the CLI needs this module: imported on use
+
+    add_alerts_cli(commands)
