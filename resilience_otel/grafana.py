@@ -7,6 +7,9 @@ files in ``dashboards/`` are their output (a test fails on drift). On the comman
     resilience-otel dashboards import --url URL [--token T | --user U --password P]
                                       [--folder NAME] [--message TEXT]
 
+The credentials may come from ``GRAFANA_TOKEN`` or ``GRAFANA_USER`` and ``GRAFANA_PASSWORD``
+instead, so no secret need be on the command line.
+
 Everything here needs the ``grafana`` extra (grafana-foundation-sdk, grafana-client), imported
 only when a function runs, so the rest of the package and its CLI work without it.
 
@@ -17,11 +20,9 @@ dashboard ``unchanged`` and sends no save at all (Grafana's version history stay
 
 from __future__ import annotations
 
-import argparse
 import http
 import json
 import os
-import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
+    import argparse
+
     from grafana_client import GrafanaApi
 
 __all__ = [
@@ -228,8 +231,21 @@ def _grafana_errors(what: str, *, dashboard: str | None) -> Iterator[None]:
         ) from exc
     except OSError as exc:  # niquests' connection errors are OSErrors
         raise GrafanaImportError(
-            f"{what}: cannot reach Grafana: {exc}", dashboard=dashboard, status=None
+            f"{what}: cannot reach Grafana: {_network_reason(exc)}",
+            dashboard=dashboard,
+            status=None,
         ) from exc
+
+
+def _network_reason(exc: BaseException) -> str:
+    """The innermost OS reason (``Connection refused``) under the HTTP client's wrappers."""
+    reason, seen = str(exc), 0
+    cause: BaseException | None = exc
+    while cause is not None and seen < 10:  # a chain is short; a cycle must not hang us
+        if isinstance(cause, OSError) and cause.strerror:
+            reason = cause.strerror
+        cause, seen = cause.__cause__ or cause.__context__, seen + 1
+    return reason
 
 
 def _describe(status: int | None) -> str:
@@ -340,83 +356,6 @@ def _str_or_none(value: object) -> str | None:
 # -- command line --------------------------------------------------------------------------------
 def add_cli(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``resilience-otel dashboards generate|import`` on ``commands``."""
-    parser = commands.add_parser(
-        "dashboards",
-        help="generate the Grafana dashboards or import them into Grafana",
-        description="Generate the Grafana dashboards as JSON or import them into Grafana "
-        "(needs the grafana extra).",
-    )
-    actions = parser.add_subparsers(dest="dashboards_command", required=True, metavar="ACTION")
-    generate = actions.add_parser(
-        "generate",
-        help="write the dashboards as JSON files",
-        description="Write each dashboard to DIR/<uid>.json.",
-    )
-    generate.add_argument(
-        "--output-dir",
-        type=Path,
-        default=Path("dashboards"),
-        metavar="DIR",
-        help="directory to write to (default: %(default)s)",
-    )
-    generate.set_defaults(handler=_cmd_generate)
-    load = actions.add_parser(
-        "import",
-        help="create or update the dashboards in a Grafana",
-        description="Create or update the dashboards in a folder of a Grafana; unchanged "
-        "dashboards are left alone.",
-    )
-    load.add_argument("--url", required=True, help="Grafana base URL, e.g. http://localhost:3000")
-    auth = load.add_mutually_exclusive_group()
-    auth.add_argument("--token", help="service account token (default: $GRAFANA_TOKEN)")
-    auth.add_argument("--user", help="user for basic authentication instead of a token")
-    load.add_argument("--password", help="password for --user")
-    load.add_argument(
-        "--folder", default=DEFAULT_FOLDER, help="folder title (default: %(default)s)"
-    )
-    load.add_argument(
-        "--message", default=DEFAULT_MESSAGE, help="version message (default: %(default)s)"
-    )
-    load.set_defaults(handler=_cmd_import)
+    from ._cli_grafana import add_grafana_cli  # the CLI needs this module: imported on use
 
-
-def _cmd_generate(args: argparse.Namespace) -> int:
-    try:
-        paths = write_dashboards(args.output_dir)
-    except ImportError as exc:
-        return _missing_extra(exc)
-    for path in paths:
-        print(path)
-    return 0
-
-
-def _cmd_import(args: argparse.Namespace) -> int:
-    token: str | None = None if args.user else args.token or os.environ.get("GRAFANA_TOKEN")
-    try:
-        report = import_dashboards(
-            args.url,
-            token=token,
-            user=args.user,
-            password=args.password,
-            folder=args.folder,
-            message=args.message,
-        )
-    except ImportError as exc:
-        return _missing_extra(exc)
-    except (ValueError, GrafanaImportError) as exc:
-        print(f"resilience-otel dashboards import: error: {exc}", file=sys.stderr)
-        return 2 if isinstance(exc, ValueError) else 1
-    state = "created" if report.folder_created else "exists"
-    print(f"folder {report.folder!r} ({state}, uid {report.folder_uid})")
-    for item in report.dashboards:
-        print(f"{item.action:<10}{item.uid}  {item.title}")
-    return 0
-
-
-def _missing_extra(exc: ImportError) -> int:
-    print(
-        f"resilience-otel dashboards: {exc}; install the grafana extra: "
-        "pip install 'resilience-otel[grafana]'",
-        file=sys.stderr,
-    )
-    return 1
+    add_grafana_cli(commands)
