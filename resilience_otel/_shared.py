@@ -6,8 +6,11 @@ sent at once so the shared window trips as soon as the threshold is crossed in a
 processes. Half-open probe slots are claimed atomically in Redis, so at most
 ``half_open_max_calls`` probes run across all processes. No lock is held across a call.
 
-When Redis cannot be reached the breaker logs once, counts the fallback and runs on its local
-state machine until Redis answers again (checked every ``recheck_interval``).
+When Redis cannot be reached the breaker logs a warning once, counts the fallback and runs on
+its local state machine until Redis answers again (checked every ``recheck_interval``). When
+Redis answers but refuses the script (an error reply: a key of another type under the prefix,
+an ACL without scripting, out of memory) the breaker does the same, but logs at error level
+once and counts it in ``refusals``: that is a misconfiguration, not an outage.
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 from ._breaker import BreakerSnapshot, BreakerState, CircuitBreaker, StateChange
 from ._clock import SYSTEM_CLOCK, Clock
-from ._exceptions import CircuitOpenError
+from ._exceptions import CircuitOpenError, ConfigError
 from ._shared_lua import BREAKER_LUA
+from ._validate import check_float, check_type
 
 if TYPE_CHECKING:
     import redis
@@ -44,8 +48,10 @@ class RedisBreakerStore:
             how long a call can wait on Redis before falling back to local state. Its own
             redis-py retries are turned off.
         prefix: key prefix; keys are ``{prefix}:{<breaker name>}:...`` (one hash slot each).
-        sync_interval: how stale a closed breaker's view may get, seconds.
-        recheck_interval: after a Redis failure, how long to stay on local state, seconds.
+        sync_interval: how stale a closed breaker's view may get, seconds; 0 (always ask
+            Redis) to 3600.
+        recheck_interval: after a Redis failure, how long to stay on local state, seconds;
+            more than 0, at most 3600.
 
     Keys expire after ten times the longer of ``monitoring_period`` and ``reset_timeout``
     without activity, so nothing leaks.
@@ -59,9 +65,22 @@ class RedisBreakerStore:
         sync_interval: float = 0.1,
         recheck_interval: float = 1.0,
     ) -> None:
+        import redis
         from redis.backoff import NoBackoff
         from redis.retry import Retry
 
+        check_type(
+            "RedisBreakerStore(client=...)", client, redis.Redis, "a synchronous redis.Redis"
+        )
+        if not isinstance(prefix, str) or not prefix:
+            raise ConfigError(
+                f"RedisBreakerStore(prefix=...) must be a non-empty string, got {prefix!r}",
+                field="prefix",
+            )
+        sync_interval = check_float("RedisBreakerStore(sync_interval=...)", sync_interval, 0, 3600)
+        recheck_interval = check_float(
+            "RedisBreakerStore(recheck_interval=...)", recheck_interval, 0, 3600, low_open=True
+        )
         # A slow answer here delays calls: fail fast to local state instead of retrying.
         client.set_retry(Retry(NoBackoff(), 0))
         self.client = client
@@ -113,6 +132,9 @@ class SharedCircuitBreaker(CircuitBreaker):
         self.store = store
         self.fallbacks = 0
         """How many times Redis failed and the breaker fell back to local state."""
+        self.refusals = 0
+        """How many of those fallbacks were Redis refusing the script (an error reply)."""
+        self._refusal_logged = False
         self._view_lock = threading.Lock()
         self._shared = _CLOSED
         self._shared_gen = 0
@@ -280,6 +302,12 @@ class SharedCircuitBreaker(CircuitBreaker):
 
         try:
             view = self.store.run(self.config, self.name, op, *args)
+        except redis.exceptions.ResponseError as exc:
+            if isinstance(exc, redis.exceptions.ReadOnlyError):  # a failover: as unreachable
+                self._degrade(now, exc)
+            else:
+                self._refused(now, exc)
+            return None
         except (redis.exceptions.RedisError, OSError) as exc:
             self._degrade(now, exc)
             return None
@@ -306,6 +334,22 @@ class SharedCircuitBreaker(CircuitBreaker):
                 "breaker %r: shared state in Redis unreachable (%s); using local state",
                 self.name,
                 type(error).__name__,
+            )
+
+    def _refused(self, now: float, error: redis.exceptions.ResponseError) -> None:
+        self.refusals += 1
+        self._warned = True  # not an outage: no "unreachable" warning as well
+        self._degrade(now, error)
+        if not self._refusal_logged:
+            self._refusal_logged = True
+            _log.error(
+                "breaker %r: Redis refused the shared-state script (%s: %s); using local "
+                "state, so this breaker is not shared; check the keys under %r and the "
+                "Redis user's permissions",
+                self.name,
+                type(error).__name__,
+                str(error)[:200],
+                self.store.prefix,
             )
 
 
