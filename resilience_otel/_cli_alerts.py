@@ -61,7 +61,8 @@ def add_alerts_cli(commands: argparse._SubParsersAction[argparse.ArgumentParser]
             if bound.integer
             else number(kind, bound.admits, bound.describe())
         )
-        help_text = f"{text % defaults[field].default}; {bound.describe()}"
+        allowed = bound.describe() if bound.integer else f"{kind} {bound.describe()}"
+        help_text = f"{text % defaults[field].default}; {allowed}"
         render.add_argument(option, dest=field, type=parse, metavar=metavar, help=help_text)
     render.add_argument(
         "--runbook-url",

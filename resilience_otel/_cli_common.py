@@ -12,7 +12,6 @@ import argparse
 import math
 import re
 from typing import TYPE_CHECKING, NoReturn
-from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -21,7 +20,6 @@ __all__ = [
     "CliParser",
     "CommandError",
     "fail",
-    "http_url",
     "number",
     "one_line",
     "whole_number",
@@ -88,17 +86,3 @@ def whole_number(low: int, high: int) -> Callable[[str], int]:
 
     parse.__name__ = "integer"
     return parse
-
-
-def http_url(text: str) -> str:
-    """An argparse ``type``: an ``http://`` or ``https://`` URL with a host (and a valid port)."""
-    rule = "an http:// or https:// URL with a host, e.g. http://localhost:3000"
-    try:
-        parts = urlsplit(text.strip())
-        port_ok = parts.port is None or parts.port > 0
-    except ValueError:  # a port that is not a number or out of range
-        port_ok = False
-        parts = urlsplit("")
-    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
-        raise argparse.ArgumentTypeError(f"must be {rule}, got {text!r}")
-    return text.strip()

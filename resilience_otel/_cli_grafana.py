@@ -11,11 +11,14 @@ import argparse
 import os
 from pathlib import Path
 
-from ._cli_common import CommandError, http_url
+from ._cli_common import CommandError
+from ._exceptions import ConfigError
 from .grafana import (
+    _URL_RULE,
     DEFAULT_FOLDER,
     DEFAULT_MESSAGE,
     GrafanaImportError,
+    _check_url,
     import_dashboards,
     write_dashboards,
 )
@@ -65,7 +68,10 @@ def _add_import(actions: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     load.add_argument(
-        "--url", required=True, type=http_url, help="Grafana base URL, e.g. http://localhost:3000"
+        "--url",
+        required=True,
+        type=_grafana_url,
+        help="Grafana base URL, e.g. http://localhost:3000",
     )
     auth = load.add_mutually_exclusive_group()
     auth.add_argument("--token", help="service account token (default: $GRAFANA_TOKEN)")
@@ -80,6 +86,14 @@ def _add_import(actions: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--message", default=DEFAULT_MESSAGE, help="version message (default: %(default)s)"
     )
     load.set_defaults(handler=_cmd_import, command_parser=load)
+
+
+def _grafana_url(text: str) -> str:
+    """argparse ``type`` for ``--url``: the same check as ``import_dashboards``."""
+    try:
+        return _check_url(text.strip())
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(f"must be {_URL_RULE}, got {text!r}") from exc
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:

@@ -3,36 +3,40 @@
     pool = resilience_otel.asyncpg.wrap(await asyncpg.create_pool(dsn), policy=policy)
     rows = await pool.fetch("SELECT * FROM orders WHERE id = $1", order_id)
 
-Retry safety: a statement is never resent inside an open transaction. Outside one, read-only
-statements (``SELECT``, ``SHOW``, ``VALUES``, ``TABLE``, ``EXPLAIN`` and ``WITH`` queries
-without data-modifying words) are retried; writes are retried only when they certainly had no
-effect (connection refused, pool exhausted, serialization failure or deadlock) or when the call
-says ``idempotent=True``. :func:`run_in_transaction` reruns a whole transaction function on
-serialization failure (40001), deadlock (40P01) and connection loss before ``COMMIT``; a
-connection lost *during* ``COMMIT`` leaves the outcome unknown and is raised, never rerun.
+Retry safety: a statement is never resent inside an open transaction. Outside one, a failure
+that certainly had no effect (connection refused, pool exhausted, serialization failure or
+deadlock) is retried for every statement. After a statement may have reached the server it is
+resent only when the call says ``idempotent=True`` or :func:`is_read_only` holds: one
+statement, ``SELECT``/``SHOW``/``VALUES``/``TABLE``/``WITH``/``EXPLAIN`` without write
+keywords, row locks or calls to functions that are not known side-effect-free built-ins
+(``wrap(read_only_functions=...)`` vouches for the caller's functions). ``COPY ... TO`` is never
+resent once rows reached the caller's output. :func:`run_in_transaction` reruns a whole
+transaction function on serialization failure (40001), deadlock (40P01) and connection loss
+before ``COMMIT``; a connection lost *during* ``COMMIT`` leaves the outcome unknown and is
+raised, never rerun.
 """
 
 from __future__ import annotations
 
 import contextlib
 import random
-import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import asyncpg
 from asyncpg import exceptions as pgx
 
-from . import _semconv as sc
 from ._breaker import CircuitBreaker
-from ._classify import ErrorClass, Failure, FailureKind, classify_exception
 from ._clock import SYSTEM_CLOCK, Clock
 from ._config import Policy
-from ._dbshell import DbShell, Operation
+from ._dbshell import DbShell
 from ._engine import Attempt, Classifier
 from ._events import Observer
 from ._exceptions import CircuitOpenError, mix_with
+from ._pgclassify import ROLLED_BACK_MARK, classify_postgres
+from ._pgrunner import Runner, honour_copy_marks, trusted_functions
+from ._sql import is_read_only, operation_name, strip_literals
 from .dlq import DeadLetterQueue
 
 __all__ = [
@@ -40,6 +44,7 @@ __all__ = [
     "ResilientPool",
     "classify_postgres",
     "is_read_only",
+    "operation_name",
     "probe",
     "run_in_transaction",
     "strip_literals",
@@ -48,157 +53,9 @@ __all__ = [
 
 T = TypeVar("T")
 
-_TRANSIENT_STATES = frozenset(
-    {"40001", "40P01", "57P01", "57P02", "57P03", "53300", "55P03", "57014"}
-)
-_NO_EFFECT_STATES = frozenset({"40001", "40P01", "57P03", "53300"})  # rolled back or refused
-_CRITICAL_STATES = frozenset({"53100", "53200", "XX001", "XX002", "58030"})
-_PERMANENT_PREFIXES = ("22", "23", "42", "28", "3D", "0A", "2B", "2D", "25", "44")
-_ROLLED_BACK_MARK = "_resilience_rolled_back"
-
-
-def _kind_of(state: str) -> FailureKind:
-    if state in ("40001", "40P01", "55P03"):
-        return FailureKind.OTHER
-    if state == "57014":
-        return FailureKind.TIMEOUT
-    if state.startswith("08") or state in ("57P01", "57P02", "57P03", "53300"):
-        return FailureKind.CONNECTION
-    return FailureKind.SERVER_ERROR
-
-
-def classify_postgres(value: object, error: Exception | None) -> Failure | None:
-    """The default asyncpg classifier, by SQLSTATE.
-
-    TRANSIENT: connection exceptions (08xxx), admin/crash shutdown (57P01, 57P02), cannot
-    connect now (57P03), too many connections (53300), serialization failure (40001), deadlock
-    (40P01), lock not available (55P03), statement timeout (57014), socket errors, timeouts, a
-    closed connection and asyncpg's refusal to send on a connection whose backend died while
-    idle (``InternalClientError``: "cannot switch to state"; not sent). PERMANENT: data
-    (22xxx), integrity (23xxx), syntax/undefined (42xxx), authentication (28xxx) and the rest.
-    CRITICAL: disk full (53100), out of memory (53200), data corruption (XX001, XX002), I/O
-    error (58030).
-    """
-    if error is None:
-        return None
-    name = type(error).__name__
-    critical = classify_exception(error)
-    if critical is not None:
-        return critical
-    rolled_back = bool(getattr(error, _ROLLED_BACK_MARK, False))
-    state = getattr(error, "sqlstate", None)
-    if isinstance(error, pgx.PostgresError) and isinstance(state, str):
-        if state in _CRITICAL_STATES:
-            return Failure(ErrorClass.CRITICAL, FailureKind.SERVER_ERROR, error_type=state)
-        if state in _TRANSIENT_STATES or state.startswith("08"):
-            no_effect = rolled_back or state in _NO_EFFECT_STATES
-            return Failure(
-                ErrorClass.TRANSIENT, _kind_of(state), sent=not no_effect, error_type=state
-            )
-        return Failure(ErrorClass.PERMANENT, FailureKind.CLIENT_ERROR, error_type=state)
-    if isinstance(error, TimeoutError):
-        return Failure(
-            ErrorClass.TRANSIENT, FailureKind.TIMEOUT, sent=not rolled_back, error_type=name
-        )
-    refused = isinstance(error, ConnectionRefusedError | pgx.TooManyConnectionsError)
-    if isinstance(error, OSError | pgx.InterfaceError) and (
-        isinstance(error, OSError) or "connection" in str(error).lower()
-    ):
-        no_effect = refused or rolled_back
-        return Failure(
-            ErrorClass.TRANSIENT, FailureKind.CONNECTION, sent=not no_effect, error_type=name
-        )
-    if isinstance(error, pgx.InternalClientError) and "another operation" in str(error):
-        # A backend terminated while the connection sat idle leaves asyncpg's protocol busy
-        # with the unsolicited error; it then refuses to send ("cannot switch to state"):
-        # nothing reached the server.
-        return Failure(ErrorClass.TRANSIENT, FailureKind.CONNECTION, sent=False, error_type=name)
-    return Failure(ErrorClass.PERMANENT, FailureKind.OTHER, error_type=name)
-
 
 def _reject_as_connection_error(error: CircuitOpenError) -> BaseException:
     return mix_with(error, ConnectionError)
-
-
-# -- statements ----------------------------------------------------------------------------------
-_COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.S)
-_WRITES = re.compile(
-    r"\b(INSERT|UPDATE|DELETE|MERGE|CREATE|DROP|ALTER|TRUNCATE|GRANT|COPY|CALL)\b", re.I
-)
-_READ_ONLY_FIRST = frozenset({"SELECT", "SHOW", "VALUES", "TABLE", "WITH", "EXPLAIN"})
-_LITERALS = re.compile(
-    r"'(?:[^']|'')*'|\$([A-Za-z_]\w*|)\$.*?\$\1\$|(?<![$\w])\d+(?:\.\d+)?\b", re.S
-)  # strings, dollar quotes with or without a tag ($$x$$, $pw$x$pw$), numbers
-
-
-def operation_name(query: str) -> str:
-    """The statement's first keyword, upper-cased (``SELECT``); a bounded label value."""
-    words = _COMMENTS.sub(" ", query).split(None, 1)
-    return words[0].upper()[:16] if words else "UNKNOWN"
-
-
-def is_read_only(query: str) -> bool:
-    """Whether ``query`` cannot change data (judged from its text; see the module docstring)."""
-    text = _COMMENTS.sub(" ", query)
-    first = text.split(None, 1)[0].upper() if text.split() else ""
-    if first not in _READ_ONLY_FIRST:
-        return False
-    if first == "EXPLAIN" and not re.search(r"\bANALY[SZ]E\b", text, re.I):
-        return True  # a plain EXPLAIN plans the statement without running it
-    return first in ("SHOW", "VALUES", "TABLE") or _WRITES.search(text) is None
-
-
-def strip_literals(query: str) -> str:
-    """``query`` with string, dollar-quoted and numeric literals replaced by ``?``."""
-    return _LITERALS.sub("?", query)
-
-
-# -- the shared runner -----------------------------------------------------------------------------
-class _Runner:
-    """A shell plus the query-text policy; shared by a pool and the connections it lends."""
-
-    _MAX_STATEMENTS = 1024
-
-    def __init__(self, shell: DbShell, record_query: bool) -> None:
-        self.shell = shell
-        self.record_query = record_query
-        # query -> (operation, read-only, span attributes for the query text): statements are
-        # mostly constants, so each is parsed once. Bounded: cleared when full (queries built
-        # with literals in them).
-        self._statements: dict[str, tuple[Operation, bool, dict[str, Any] | None]] = {}
-
-    def statement(self, query: str) -> tuple[Operation, bool, dict[str, Any] | None]:
-        """The operation of ``query``, whether it is read-only, and its ``db.query.text``
-        attribute (only with ``record_query``, literals stripped)."""
-        known = self._statements.get(query)
-        if known is None:
-            text = {sc.DB_QUERY_TEXT: strip_literals(query)} if self.record_query else None
-            known = (self.shell.operation(operation_name(query)), is_read_only(query), text)
-            if len(self._statements) >= self._MAX_STATEMENTS:
-                self._statements.clear()
-            self._statements[query] = known
-        return known
-
-    def run(
-        self,
-        query: str,
-        attempt: Callable[[Attempt], Awaitable[T]],
-        *,
-        idempotent: bool,
-        in_transaction: bool = False,
-        operation: str | None = None,
-    ) -> Awaitable[T]:
-        """Run ``query``'s attempts through the shell (to await)."""
-        op, read_only, extra = self.statement(query)
-        if operation is not None:
-            op = self.shell.operation(operation)
-        return self.shell.run_async(
-            op,
-            attempt,
-            replayable=idempotent or read_only,
-            extra=extra,
-            retry=not in_transaction,
-        )
 
 
 def _make_runner(
@@ -212,18 +69,20 @@ def _make_runner(
     tracer_provider: Any,
     meter_provider: Any,
     record_query: bool,
+    read_only_functions: bool | Collection[str],
     clock: Clock,
     rng: random.Random | None,
-) -> _Runner:
+) -> Runner:
+    trusted = trusted_functions(read_only_functions)
     host, port, database = _server_of(target)
     shell = DbShell(
-        policy, system="postgresql", classify=classifier or classify_postgres,
+        policy, system="postgresql", classify=honour_copy_marks(classifier or classify_postgres),
         reject_as=_reject_as_connection_error, server=(host, int(port) if port else None),
         namespace=str(database) if database else None, breaker=breaker, dead_letters=dead_letters,
         observers=tuple(observers), tracer_provider=tracer_provider,
         meter_provider=meter_provider, clock=clock, rng=rng,
     )  # fmt: skip
-    return _Runner(shell, record_query)
+    return Runner(shell, record_query, trusted)
 
 
 def _server_of(target: Any) -> tuple[str, int | None, str | None]:
@@ -250,7 +109,7 @@ class _Queries:
     """
 
     _target: Any
-    _runner: _Runner
+    _runner: Runner
 
     def _in_transaction(self) -> bool:
         return False
@@ -316,18 +175,22 @@ class _Queries:
             idempotent=idempotent, in_transaction=self._in_transaction(),
         )  # fmt: skip
 
-    def copy_from_table(self, table_name: str, **kwargs: Any) -> Awaitable[str]:
-        """``copy_from_table`` (a read of the table): retried like a SELECT."""
-        return self._runner.run(
-            "SELECT", lambda _: self._target.copy_from_table(table_name, **kwargs),
-            idempotent=True, in_transaction=self._in_transaction(), operation="COPY",
+    def copy_from_table(self, table_name: str, *, output: Any, **kwargs: Any) -> Awaitable[str]:
+        """``copy_from_table`` (a read of the table): resent after a failure only until the
+        first rows reached ``output`` (a path is rewritten from the start on each attempt)."""
+        target = self._target
+        return self._runner.copy_out(
+            None, lambda out: target.copy_from_table(table_name, output=out, **kwargs),
+            output, in_transaction=self._in_transaction(),
         )  # fmt: skip
 
-    def copy_from_query(self, query: str, *args: Any, **kwargs: Any) -> Awaitable[str]:
-        """``copy_from_query``: retried when ``query`` is read-only."""
-        return self._runner.run(
-            query, lambda _: self._target.copy_from_query(query, *args, **kwargs),
-            idempotent=False, in_transaction=self._in_transaction(), operation="COPY",
+    def copy_from_query(self, query: str, *args: Any, output: Any, **kwargs: Any) -> Awaitable[str]:
+        """``copy_from_query``: resent after a failure only when ``query`` is read-only and
+        no rows reached ``output`` yet."""
+        target = self._target
+        return self._runner.copy_out(
+            query, lambda out: target.copy_from_query(query, *args, output=out, **kwargs),
+            output, in_transaction=self._in_transaction(),
         )  # fmt: skip
 
     def copy_to_table(
@@ -358,7 +221,7 @@ class _Queries:
 class ResilientConnection(_Queries):
     """An ``asyncpg.Connection`` whose queries go through the policy; see :func:`wrap`."""
 
-    def __init__(self, connection: asyncpg.Connection, runner: _Runner) -> None:
+    def __init__(self, connection: asyncpg.Connection, runner: Runner) -> None:
         self._target = connection
         self._runner = runner
 
@@ -378,7 +241,7 @@ class ResilientPool(_Queries):
     connection uses a fresh one.
     """
 
-    def __init__(self, pool: asyncpg.Pool, runner: _Runner) -> None:
+    def __init__(self, pool: asyncpg.Pool, runner: Runner) -> None:
         self._target = pool
         self._runner = runner
 
@@ -405,6 +268,7 @@ def wrap(
     tracer_provider: Any = None,
     meter_provider: Any = None,
     record_query: bool = False,
+    read_only_functions: bool | Collection[str] = False,
     clock: Clock = SYSTEM_CLOCK,
     rng: random.Random | None = None,
 ) -> Any:
@@ -412,15 +276,24 @@ def wrap(
     (-> :class:`ResilientPool`).
 
     Args:
-        record_query: put the statement on spans as ``db.query.text``, with literals replaced
-            by ``?``; off by default (queries may carry personal data).
+        record_query: put the statement on spans as ``db.query.text``, scrubbed by
+            :func:`strip_literals` (every literal a ``?``, comments removed); off by default
+            (queries may carry personal data).
+        read_only_functions: vouch that functions called by read-only statements change
+            nothing, so ``SELECT get_price($1)`` is resent after a failure that may have
+            reached the server: ``True`` for every function, or a collection of names
+            (``{"get_price", "shop.find_order"}``; a bare name matches in any schema, case
+            does not matter). Default ``False``: a statement calling a function that is not
+            a known side-effect-free built-in is not resent once sent. Built-ins that write
+            (``nextval``, ``setval``, ``pg_notify``, advisory locks, ...) never become safe.
+            For one call, ``idempotent=True`` says the statement is safe to resend.
         Others: as for the httpx transports (``classifier`` defaults to
             :func:`classify_postgres`).
     """
     runner = _make_runner(
         target, policy=policy, classifier=classifier, breaker=breaker, dead_letters=dead_letters,
         observers=observers, tracer_provider=tracer_provider, meter_provider=meter_provider,
-        record_query=record_query, clock=clock, rng=rng,
+        record_query=record_query, read_only_functions=read_only_functions, clock=clock, rng=rng,
     )  # fmt: skip
     if isinstance(target, asyncpg.Pool):
         return ResilientPool(target, runner)
@@ -484,7 +357,7 @@ async def _rollback_quietly(transaction: Any) -> None:
 
 def _mark_rolled_back(error: BaseException) -> None:
     with contextlib.suppress(AttributeError, TypeError):
-        setattr(error, _ROLLED_BACK_MARK, True)
+        setattr(error, ROLLED_BACK_MARK, True)
 
 
 async def probe(

@@ -28,6 +28,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
+from urllib.parse import urlsplit
+
+from ._exceptions import ConfigError
 
 if TYPE_CHECKING:
     import argparse
@@ -108,6 +111,25 @@ class ImportReport:
         raise KeyError(uid)
 
 
+_URL_RULE = "an http:// or https:// URL with a host, e.g. http://localhost:3000"
+
+
+def _check_url(url: object) -> str:
+    """``url`` if it is an ``http``/``https`` URL with a host and a valid port.
+
+    Raises:
+        ConfigError: naming ``url``, the value and what a Grafana URL looks like.
+    """
+    try:
+        parts = urlsplit(url) if isinstance(url, str) else None
+        port_ok = parts is not None and (parts.port is None or parts.port > 0)
+    except ValueError:  # a port that is not a number or out of range
+        parts, port_ok = None, False
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
+        raise ConfigError(f"url must be {_URL_RULE}, got {url!r}", field="url")
+    return str(url)
+
+
 # -- build and write -----------------------------------------------------------------------------
 def build_dashboards() -> dict[str, JsonObject]:
     """Every dashboard as Grafana's JSON model, keyed by uid (needs the ``grafana`` extra)."""
@@ -177,9 +199,11 @@ def import_dashboards(
         timeout: seconds per HTTP request.
 
     Raises:
+        ConfigError: ``url`` is not an http(s) URL with a host.
         ValueError: both a token and a user were given, or a user without a password.
         GrafanaImportError: Grafana refused a request or could not be reached.
     """
+    _check_url(url)
     credential = _credential(token, user, password)
     models = build_dashboards() if dashboards is None else dashboards
 

@@ -16,8 +16,8 @@ from typing import Any
 import promql_parser
 import pytest
 
+from resilience_otel import ConfigError, alerts
 from resilience_otel import _semconv as sc
-from resilience_otel import alerts
 from resilience_otel.cli import build_parser
 from resilience_otel.grafana import (
     build_dashboards,
@@ -502,6 +502,15 @@ def test_import_requires_a_password_with_a_user() -> None:
     """A user without a password is a ValueError naming the user."""
     with pytest.raises(ValueError, match="'admin' needs a password"):
         import_dashboards("http://127.0.0.1:9", user="admin")
+
+
+@pytest.mark.parametrize("url", ["notaurl", "ftp://grafana", "http://", "http://h:99999", None])
+def test_import_rejects_a_url_that_is_not_http_with_a_host(url: object) -> None:
+    """import_dashboards checks its URL first: a ConfigError naming `url` and the value."""
+    with pytest.raises(ConfigError, match=r"url must be an http:// or https:// URL") as caught:
+        import_dashboards(url, token="t", dashboards={})  # type: ignore[arg-type]
+    assert caught.value.field == "url"
+    assert repr(url) in str(caught.value)
 
 
 def test_cli_generate_defaults_to_the_dashboards_directory() -> None:
