@@ -299,6 +299,14 @@ def test_bad_grafana_url_is_one_line(url: str, capsys: pytest.CaptureFixture[str
     assert_one_line_error(err, "--url", repr(url), "http")
 
 
+def test_a_password_in_a_bad_url_is_not_echoed(capsys: pytest.CaptureFixture[str]) -> None:
+    """The error for a bad --url masks the user and password inside it."""
+    code, _, err = run(["dashboards", "import", "--url", "ftp://admin:s3cret@grafana"], capsys)
+    assert code == 2
+    assert_one_line_error(err, "--url", "ftp://***@grafana")
+    assert "s3cret" not in err
+
+
 def test_unreachable_grafana_is_one_line(
     free_port: int, capsys: pytest.CaptureFixture[str]
 ) -> None:
