@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
+from ._validate import check_int
 from .dlq import DeadLetter, DeadLetterReason
 
 __all__ = ["Outbox", "letter_from_json", "letter_to_json"]
@@ -69,6 +70,10 @@ def letter_from_json(text: str | bytes, *, id: str | None = None) -> DeadLetter:
 class Outbox:
     """A bounded buffer drained by a daemon thread into ``write``.
 
+    Every letter put is either stored, handed back by :meth:`put` (dropped to make room, or
+    put after :meth:`close`), or counted in ``dropped`` and passed to ``on_lost`` when
+    :meth:`close` gives up on it: none disappears uncounted while the process lives.
+
     Args:
         write: stores a batch; raising keeps what is left of the batch buffered for another
             try (a writer that stores letters one by one deletes each stored one from the
@@ -76,6 +81,9 @@ class Outbox:
         name: for log messages.
         maxlen: the most letters buffered while the store is slow or down.
         retry_interval: seconds between tries while the store fails.
+        on_lost: called with each letter :meth:`close` could not store (e.g. to count it in
+            a metric); letters handed back by :meth:`put` are the caller's to count.
+        on_stop: called on the writer thread when it ends (to release its connection).
     """
 
     def __init__(
@@ -85,18 +93,23 @@ class Outbox:
         name: str,
         maxlen: int = 10_000,
         retry_interval: float = 0.5,
+        on_lost: Callable[[DeadLetter], None] | None = None,
+        on_stop: Callable[[], None] | None = None,
     ) -> None:
         self._write = write
         self._name = name
-        self._maxlen = maxlen
+        self._maxlen = check_int("Outbox.maxlen", maxlen, 1)
         self._retry_interval = retry_interval
+        self._on_lost = on_lost
+        self._on_stop = on_stop
         self._buffer: deque[DeadLetter] = deque()
         self._cond = threading.Condition()
-        self._writing = 0
+        self._batch: list[DeadLetter] = []  # being written; a writer may shrink it as it stores
+        self._abandoned = False  # the batch in flight was already counted as lost
         self._closed = False
         self._failing = False
         self.dropped = 0
-        """Letters dropped because the buffer was full."""
+        """Letters dropped: the buffer was full, or :meth:`close` could not store them."""
         self._thread = threading.Thread(target=self._run, name=f"{name}-writer", daemon=True)
         self._thread.start()
 
@@ -119,7 +132,7 @@ class Outbox:
         """Wait until everything buffered is stored; ``False`` if ``timeout`` ran out."""
         deadline = time.monotonic() + timeout
         with self._cond:
-            while self._buffer or self._writing:
+            while self._buffer or self._batch:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
@@ -127,39 +140,90 @@ class Outbox:
         return True
 
     def close(self, timeout: float = 5.0) -> bool:
-        """Flush, then stop the writer; ``False`` if letters were still buffered."""
+        """Flush for up to ``timeout`` seconds, then stop the writer. Never raises.
+
+        Letters still unstored then (buffered, or in a write that has not returned) are
+        counted in ``dropped``, passed to ``on_lost`` and logged. A write still hanging is
+        counted at once, even though it might land later.
+
+        Returns:
+            ``True`` if every letter was stored.
+        """
+        deadline = time.monotonic() + timeout
         flushed = self.flush(timeout)
         with self._cond:
             self._closed = True
+            lost = list(self._buffer)
+            self._buffer.clear()
             self._cond.notify_all()
-        self._thread.join(timeout=1.0)
-        return flushed
+        # a writer between tries stops at once; one inside write() gets a moment to finish
+        self._thread.join(max(deadline - time.monotonic(), 0.2))
+        with self._cond:
+            if self._batch and not self._abandoned:
+                self._abandoned = True
+                lost += self._batch
+        self._count_lost(lost)
+        return flushed and not lost
+
+    def _count_lost(self, lost: list[DeadLetter]) -> None:
+        if not lost:
+            return
+        with self._cond:
+            self.dropped += len(lost)
+        _log.error(
+            "%s: closed with %d dead letters not stored (store unreachable); counted as dropped",
+            self._name,
+            len(lost),
+        )
+        if self._on_lost is None:
+            return
+        try:
+            for letter in lost:
+                self._on_lost(letter)
+        except Exception:
+            _log.exception("%s: on_lost hook failed", self._name)
 
     def _take(self) -> list[DeadLetter] | None:
         with self._cond:
             while not self._buffer and not self._closed:
                 self._cond.wait()
-            if not self._buffer or self._closed:  # closed: stop, even if the store is down
+            if self._closed:  # close() took over what was buffered
                 return None
-            batch = [self._buffer.popleft() for _ in range(min(len(self._buffer), 100))]
-            self._writing = len(batch)
-            return batch
+            size = min(len(self._buffer), 100)
+            self._batch = [self._buffer.popleft() for _ in range(size)]
+            return self._batch
 
     def _run(self) -> None:
-        while (batch := self._take()) is not None:
-            try:
-                self._write(batch)
-            except Exception as exc:
+        try:
+            while (batch := self._take()) is not None:
+                try:
+                    self._write(batch)
+                except Exception as exc:
+                    if not self._failed(batch, exc):
+                        return
+                    continue
+                self._failing = False
                 with self._cond:
-                    self._buffer.extendleft(reversed(batch))  # keep order, try again
-                    self._writing = 0
+                    self._batch = []
                     self._cond.notify_all()
-                if not self._failing:
-                    _log.warning("%s: store unreachable (%s); buffering", self._name, exc)
-                    self._failing = True
-                time.sleep(self._retry_interval)
-                continue
-            self._failing = False
-            with self._cond:
-                self._writing = 0
+        finally:
+            if self._on_stop is not None:
+                self._on_stop()
+
+    def _failed(self, batch: list[DeadLetter], exc: Exception) -> bool:
+        """Put what is left of ``batch`` back and wait to retry; ``False`` once closed."""
+        if not self._failing:
+            _log.warning("%s: store unreachable (%s); buffering", self._name, exc)
+            self._failing = True
+        with self._cond:
+            self._batch = []
+            if self._closed:  # close() is over or under way: the batch is lost, count it once
+                lost = [] if self._abandoned else batch
+                self._abandoned = True
+            else:
+                self._buffer.extendleft(reversed(batch))  # keep order, try again
                 self._cond.notify_all()
+                self._cond.wait_for(lambda: self._closed, self._retry_interval)
+                return True
+        self._count_lost(lost)
+        return False

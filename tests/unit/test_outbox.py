@@ -13,6 +13,7 @@ from types import MappingProxyType
 
 import pytest
 
+from resilience_otel import ConfigError
 from resilience_otel._outbox import Outbox, letter_from_json, letter_to_json
 from resilience_otel.dlq import DeadLetter, DeadLetterReason
 
@@ -259,3 +260,103 @@ def test_close_stops_the_writer_even_while_the_store_fails(outboxes: list[Outbox
     assert outbox.close(timeout=0.02) is False
     assert writer_threads("failing outbox") == []
     assert store.written == []
+
+
+class Lost:
+    """An ``on_lost`` hook: records the letters the outbox reports as lost, and the thread."""
+
+    def __init__(self) -> None:
+        self.letters: list[DeadLetter] = []
+
+    def __call__(self, item: DeadLetter) -> None:
+        self.letters.append(item)
+
+
+def test_close_with_the_store_down_counts_every_buffered_letter_as_dropped(
+    outboxes: list[Outbox], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Three letters the store never took: close() returns False, counts and reports all three."""
+    caplog.set_level(logging.WARNING, logger="resilience_otel")
+    lost = Lost()
+    store = Store(failures=10**9)
+    outbox = make(outboxes, store, name="down outbox", retry_interval=0.001, on_lost=lost)
+    letters = [letter(f"op-{i}") for i in range(3)]
+    for item in letters:
+        outbox.put(item)
+    assert outbox.close(timeout=0.05) is False
+    assert outbox.dropped == 3
+    assert sorted(ops(list(lost.letters))) == ["op-0", "op-1", "op-2"]
+    [record] = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert "down outbox" in record.getMessage()
+    assert "3 dead letters" in record.getMessage()
+
+
+def test_close_counts_the_batch_stuck_in_a_hanging_write(outboxes: list[Outbox]) -> None:
+    """A write that hangs past close() is counted as lost at once, and never counted twice."""
+    lost = Lost()
+    store = Store(failures=1, hang=True)
+    outbox = make(outboxes, store, name="hung outbox", on_lost=lost)
+    outbox.put(letter("in-flight"))
+    assert store.entered.wait(WAIT)
+    outbox.put(letter("buffered"))
+    assert outbox.close(timeout=0.05) is False
+    assert sorted(ops(list(lost.letters))) == ["buffered", "in-flight"]
+    assert outbox.dropped == 2
+    store.release.set()  # the hanging write now fails: nothing new to count
+    for thread in writer_threads("hung outbox"):
+        thread.join(WAIT)
+    assert outbox.dropped == 2
+    assert len(lost.letters) == 2
+
+
+def test_close_wakes_a_writer_waiting_to_retry(outboxes: list[Outbox]) -> None:
+    """A writer pausing a minute between tries stops at close(), not a minute later."""
+    store = Store(failures=10**9)
+    outbox = make(outboxes, store, name="patient outbox", retry_interval=60.0)
+    outbox.put(letter())
+    assert store.entered.wait(WAIT)
+    assert outbox.close(timeout=0.05) is False
+    assert writer_threads("patient outbox") == []
+    assert outbox.dropped == 1
+
+
+def test_close_after_everything_was_stored_reports_nothing_lost(outboxes: list[Outbox]) -> None:
+    """A clean close counts nothing as dropped and calls no hook."""
+    lost = Lost()
+    outbox = make(outboxes, Store(), on_lost=lost)
+    outbox.put(letter())
+    assert outbox.close(timeout=WAIT) is True
+    assert outbox.dropped == 0
+    assert lost.letters == []
+
+
+def test_close_survives_a_raising_on_lost_hook(outboxes: list[Outbox]) -> None:
+    """A hook that raises does not make close() raise; the letters are still counted."""
+
+    def broken(item: DeadLetter) -> None:
+        raise RuntimeError("metrics exporter broke")
+
+    store = Store(failures=10**9)
+    outbox = make(outboxes, store, retry_interval=0.001, on_lost=broken)
+    outbox.put(letter())
+    assert outbox.close(timeout=0.05) is False
+    assert outbox.dropped == 1
+
+
+def test_on_stop_runs_on_the_writer_thread_when_it_ends(outboxes: list[Outbox]) -> None:
+    """on_stop (where a writer releases its connection) runs once, on the writer thread."""
+    threads: list[str] = []
+    outbox = make(
+        outboxes, Store(), name="stopping outbox",
+        on_stop=lambda: threads.append(threading.current_thread().name),
+    )  # fmt: skip
+    outbox.put(letter())
+    assert outbox.close(timeout=WAIT) is True
+    assert threads == ["stopping outbox-writer"]
+
+
+@pytest.mark.parametrize("maxlen", [0, -3])
+def test_buffer_below_one_is_rejected(maxlen: int) -> None:
+    """A buffer that could hold nothing is a ConfigError naming the field, not an IndexError."""
+    with pytest.raises(ConfigError, match=rf"^Outbox\.maxlen must be >= 1, got {maxlen}"):
+        Outbox(Store().write, name="x", maxlen=maxlen)
