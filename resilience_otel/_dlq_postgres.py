@@ -12,6 +12,7 @@ from typing import Any
 
 import asyncpg
 
+from ._exceptions import ConfigError
 from ._outbox import Outbox, letter_from_json, letter_to_json
 from ._telemetry import MetricsObserver, Telemetry
 from ._validate import check_int
@@ -25,16 +26,35 @@ _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 class PostgresDeadLetterQueue:
     """Dead letters in a table that this queue creates; they survive process restarts.
 
+    Replay guarantee. Any number of replayers (tasks, threads, processes) may replay one
+    table at once. Each letter is taken in its own transaction with ``SELECT ... FOR UPDATE
+    SKIP LOCKED`` and the row lock is held while the handler runs; the row is deleted and the
+    transaction committed only after the handler returned. A locked row is invisible to the
+    other replayers however long its handler takes (no lease to renew: the lock lives as
+    long as the replayer's connection), and a deleted row is never offered again. Hence,
+    while replayers live, **each letter is handled exactly once**. A handler that raised
+    rolls its transaction back: the letter stays, to be offered again.
+
+    Across crashes the guarantee is **at least once**: if a replayer dies, or loses its
+    connection, mid-handler (or after the handler, before the commit), PostgreSQL releases
+    the lock and the letter is handled again by the next replay. The same happens if the
+    server ends the session, e.g. through ``idle_in_transaction_session_timeout``: set it
+    above your longest handler (or leave it off, the default) for replay connections.
+
     The letter column is ``json`` rather than ``jsonb``: ``jsonb`` refuses the NUL characters
     an error message may carry, and one refused letter would hold up every letter behind it.
 
     Args:
         dsn: the database to use (``postgresql://user@host:5432/db``).
-        table: the table name (created if missing).
-        maxlen: rows kept; older rows are deleted, counted in ``trimmed`` and in the
-            ``resilience.dead_letters.dropped`` metric.
-        buffer: letters held in memory while the database is slow or down.
+        table: the table name (created if missing), a plain identifier.
+        maxlen: rows kept (>= 1); older rows are deleted, counted in ``trimmed`` and in the
+            ``resilience.dead_letters.dropped`` metric. Rows being replayed are not trimmed.
+        buffer: letters held in memory while the database is slow or down (>= 1). Letters
+            still unstored when :meth:`close` gives up are counted as dropped.
         meter_provider: where the dropped-letters metric goes (default: global).
+
+    Raises:
+        ConfigError: an argument is out of range; the message names it.
     """
 
     def __init__(
@@ -46,23 +66,38 @@ class PostgresDeadLetterQueue:
         buffer: int = 10_000,
         meter_provider: Any = None,
     ) -> None:
-        if not _IDENTIFIER.match(table):
-            raise ValueError(
-                f"PostgresDeadLetterQueue.table must be a plain identifier, got {table!r}"
+        cls = "PostgresDeadLetterQueue"
+        if not isinstance(dsn, str) or not dsn:
+            raise ConfigError(
+                f"{cls}.dsn must be a non-empty string, got {dsn!r}", field=f"{cls}.dsn"
+            )
+        if not isinstance(table, str) or not _IDENTIFIER.match(table):
+            raise ConfigError(
+                f"{cls}.table must be a plain identifier (a letter or _, then letters, digits "
+                f"or _; at most 63), got {table!r}",
+                field=f"{cls}.table",
             )
         self.dsn = dsn
         self.table = table
-        self.maxlen = check_int("PostgresDeadLetterQueue.maxlen", maxlen, 1)
+        self.maxlen = check_int(f"{cls}.maxlen", maxlen, 1)
+        check_int(f"{cls}.buffer", buffer, 1)
         self.trimmed = 0
         """Rows deleted because the table reached ``maxlen``."""
         self._metrics = MetricsObserver(Telemetry.get(None, meter_provider))
-        self._loop = asyncio.new_event_loop()  # the writer thread's own loop
+        self._loop = asyncio.new_event_loop()  # the writer thread's own, closed by it at the end
         self._connection: Any = None
-        self._outbox = Outbox(self._write, name=f"dead letters {table}", maxlen=buffer)
+        self._outbox = Outbox(
+            self._write,
+            name=f"dead letters {table}",
+            maxlen=buffer,
+            on_lost=lambda letter: self._metrics.dead_letter_dropped(letter.service),
+            on_stop=self._stop_writer,
+        )
 
     @property
     def dropped(self) -> int:
-        """Letters lost: dropped from the in-memory buffer plus trimmed from the table."""
+        """Letters lost: dropped from the in-memory buffer (full, or unstored at close) plus
+        trimmed from the table."""
         return self._outbox.dropped + self.trimmed
 
     def put(self, letter: DeadLetter) -> DeadLetter | None:
@@ -74,18 +109,28 @@ class PostgresDeadLetterQueue:
         return self._outbox.flush(timeout)
 
     def close(self, timeout: float = 5.0) -> bool:
-        """Flush, stop the writer and close its connection."""
-        flushed = self._outbox.close(timeout)
-        if self._loop.is_closed():  # closed before: closing again is harmless
-            return flushed
-        if self._connection is not None:
-            self._loop.run_until_complete(self._connection.close())
-        self._loop.close()
-        return flushed
+        """Flush for up to ``timeout`` seconds and stop the writer (which then closes its
+        connection); never raises.
+
+        Returns ``False`` if letters could not be stored: those are counted in ``dropped``,
+        the ``resilience.dead_letters.dropped`` metric and an error log line.
+        """
+        return self._outbox.close(timeout)
 
     # -- writing (on the writer thread) ----------------------------------------------------------
     def _write(self, batch: list[DeadLetter]) -> None:
         self._loop.run_until_complete(self._insert(batch))
+
+    def _stop_writer(self) -> None:
+        # On the writer thread, the only one that runs its loop: closing it elsewhere could
+        # find it running a write that outlived close().
+        try:
+            if self._connection is not None:
+                self._loop.run_until_complete(self._connection.close(timeout=1.0))
+        except Exception:  # the connection is being dropped anyway
+            self._connection.terminate()
+        finally:
+            self._loop.close()
 
     async def _insert(self, batch: list[DeadLetter]) -> None:
         if self._connection is None or self._connection.is_closed():
@@ -97,9 +142,10 @@ class PostgresDeadLetterQueue:
                 f"INSERT INTO {self.table} (service, reason, letter) VALUES ($1, $2, $3)",  # noqa: S608
                 [(x.service, x.reason.value, letter_to_json(x)) for x in batch],
             )
+            # rows a replayer holds are being handled: skip them rather than wait on them
             trimmed = await connection.fetch(
                 f"DELETE FROM {self.table} WHERE id IN (SELECT id FROM {self.table} "  # noqa: S608
-                f"ORDER BY id DESC OFFSET $1) RETURNING service",
+                f"ORDER BY id DESC OFFSET $1 FOR UPDATE SKIP LOCKED) RETURNING service",
                 self.maxlen,
             )
         for row in trimmed:
@@ -107,18 +153,23 @@ class PostgresDeadLetterQueue:
             self._metrics.dead_letter_dropped(row["service"])
 
     async def _create(self, connection: Any) -> None:
-        await connection.execute(
-            f"CREATE TABLE IF NOT EXISTS {self.table} ("
-            "id bigserial PRIMARY KEY, service text NOT NULL, reason text NOT NULL, "
-            "created_at timestamptz NOT NULL DEFAULT now(), letter json NOT NULL)"
-        )
+        # CREATE TABLE IF NOT EXISTS is not safe when run concurrently (a unique violation
+        # on pg_type): replayers and writers starting together take turns.
+        async with connection.transaction():
+            await connection.execute("SELECT pg_advisory_xact_lock(hashtext($1))", self.table)
+            await connection.execute(
+                f"CREATE TABLE IF NOT EXISTS {self.table} ("
+                "id bigserial PRIMARY KEY, service text NOT NULL, reason text NOT NULL, "
+                "created_at timestamptz NOT NULL DEFAULT now(), letter json NOT NULL)"
+            )
 
     # -- replay ------------------------------------------------------------------------------------
     async def areplay(self, handler: Callable[[DeadLetter], Awaitable[object]]) -> ReplayResult:
         """Run ``handler`` on each letter, oldest first; delete the rows it handled.
 
         Each letter is locked (``FOR UPDATE SKIP LOCKED``) while its handler runs, so several
-        replayers can work at once; a letter whose handler raised stays in the table.
+        replayers can work at once; a letter whose handler raised stays in the table. See the
+        class docstring for the guarantee.
         """
         await asyncio.to_thread(self.flush)
         connection = await asyncpg.connect(self.dsn, timeout=5)
