@@ -4,11 +4,17 @@ consumer group, acknowledged (and deleted) only after the handler succeeded."""
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from ._outbox import Outbox, letter_from_json, letter_to_json
+from ._dlq_redis_replay import HeldEntries, StreamReplay
+from ._exceptions import ConfigError
+from ._outbox import Outbox, letter_to_json
 from ._telemetry import MetricsObserver, Telemetry
+from ._validate import check_float, check_int
 from .dlq import DeadLetter, ReplayResult
 
 if TYPE_CHECKING:
@@ -38,16 +44,43 @@ return trimmed
 class RedisStreamDeadLetterQueue:
     """Dead letters in a Redis stream; they survive process restarts.
 
+    Replay guarantee. Any number of replayers (threads, processes, hosts) may replay one
+    stream at once, each under its own ``consumer`` name. A replayer fetches a few entries
+    at a time and, right before each handler, confirms in one atomic step that the entry is
+    still pending to it (and resets its idle time); while the handler runs, a background
+    thread renews that claim every ``claim_idle / 3`` seconds, so no other replayer can claim
+    it, however long the handler takes. An entry whose handler returned is acknowledged and
+    deleted, so it is never offered again. Hence, while replayers live, **each letter is
+    handled exactly once**: never by two replayers at the same time, never again after a
+    success. A handler that raised leaves its entry pending, to be offered again.
+
+    Across crashes the guarantee is **at least once**: if a replayer dies mid-handler (or
+    after the handler but before the acknowledgement), its entry stays pending and is
+    handled again, by the same consumer name restarted or, once idle for ``claim_idle``, by
+    any other replayer. Likewise, a replayer that cannot renew for ``claim_idle`` (frozen
+    process, Redis unreachable from it) may lose the entry to another replayer while its
+    handler still runs; this is logged as a warning. Keep ``claim_idle`` well above such
+    pauses.
+
     Args:
         client: a synchronous ``redis.Redis`` (a plain one, not instrumented by us).
         stream: the stream key.
-        maxlen: entries kept; older ones are trimmed, counted in ``trimmed`` and in the
+        maxlen: entries kept (>= 1); older ones are trimmed, counted in ``trimmed`` and in the
             ``resilience.dead_letters.dropped`` metric.
-        group / consumer: the consumer group and this replayer's name. A replayer restarted
-            under the same name takes back its unacknowledged entries first; entries another
-            consumer left pending for ``claim_idle`` seconds are claimed too.
-        buffer: letters held in memory while Redis is slow or down (then oldest dropped).
+        group: the consumer group replayers share.
+        consumer: this replayer's name in the group; unique per queue object by default.
+            Concurrent replayers must have different names (one name is one consumer to
+            Redis). A replayer restarted under its old name takes back its unacknowledged
+            entries first.
+        claim_idle: seconds an entry may sit unrenewed before another replayer may claim it
+            (> 0): the recovery delay after a replayer died.
+        buffer: letters held in memory while Redis is slow or down (>= 1; then oldest
+            dropped). Letters still unstored when :meth:`close` gives up are counted as
+            dropped.
         meter_provider: where the dropped-letters metric goes (default: global).
+
+    Raises:
+        ConfigError: an argument is out of range; the message names it.
     """
 
     def __init__(
@@ -57,26 +90,37 @@ class RedisStreamDeadLetterQueue:
         stream: str = "resilience:dead-letters",
         maxlen: int = 10_000,
         group: str = "replay",
-        consumer: str = "replayer",
+        consumer: str | None = None,
         claim_idle: float = 60.0,
         buffer: int = 10_000,
         meter_provider: Any = None,
     ) -> None:
+        cls = "RedisStreamDeadLetterQueue"
         self.client = client
-        self.stream = stream
-        self.maxlen = maxlen
-        self.group = group
-        self.consumer = consumer
-        self.claim_idle = claim_idle
+        self.stream = _check_name(f"{cls}.stream", stream)
+        self.maxlen = check_int(f"{cls}.maxlen", maxlen, 1)
+        self.group = _check_name(f"{cls}.group", group)
+        if consumer is None:
+            consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.consumer = _check_name(f"{cls}.consumer", consumer)
+        self.claim_idle = check_float(f"{cls}.claim_idle", claim_idle, 0.0, low_open=True)
+        check_int(f"{cls}.buffer", buffer, 1)
         self.trimmed = 0
         """Entries trimmed from the stream because it reached ``maxlen``."""
         self._xadd = client.register_script(_XADD_TRIM)
         self._metrics = MetricsObserver(Telemetry.get(None, meter_provider))
-        self._outbox = Outbox(self._write, name=f"dead letters {stream}", maxlen=buffer)
+        self._held = HeldEntries()
+        self._outbox = Outbox(
+            self._write,
+            name=f"dead letters {stream}",
+            maxlen=buffer,
+            on_lost=lambda letter: self._metrics.dead_letter_dropped(letter.service),
+        )
 
     @property
     def dropped(self) -> int:
-        """Letters lost: dropped from the in-memory buffer plus trimmed from the stream."""
+        """Letters lost: dropped from the in-memory buffer (full, or unstored at close) plus
+        trimmed from the stream."""
         return self._outbox.dropped + self.trimmed
 
     def put(self, letter: DeadLetter) -> DeadLetter | None:
@@ -88,7 +132,11 @@ class RedisStreamDeadLetterQueue:
         return self._outbox.flush(timeout)
 
     def close(self, timeout: float = 5.0) -> bool:
-        """Flush and stop the background writer."""
+        """Flush for up to ``timeout`` seconds and stop the background writer; never raises.
+
+        Returns ``False`` if letters could not be stored: those are counted in ``dropped``,
+        the ``resilience.dead_letters.dropped`` metric and an error log line.
+        """
         return self._outbox.close(timeout)
 
     def __len__(self) -> int:
@@ -115,85 +163,57 @@ class RedisStreamDeadLetterQueue:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    def _batches(self) -> list[list[tuple[str, DeadLetter]]]:
-        """Our pending entries, stale entries of other consumers, then new ones."""
-        client: Any = self.client  # redis-py's reply types are too loose to be useful here
-        entries: list[Any] = []
-        after = "0"  # our own pending entries, page by page
-        while page := [
-            e
-            for _, items in client.xreadgroup(
-                self.group, self.consumer, {self.stream: after}, count=1000
-            )
-            for e in items
-        ]:
-            entries += page
-            after = page[-1][0]
-        start = "0-0"  # entries other consumers left pending too long, page by page
-        while True:
-            cursor, claimed, *_ = client.xautoclaim(
-                self.stream,
-                self.group,
-                self.consumer,
-                int(self.claim_idle * 1000),
-                start,
-                count=1000,
-            )
-            entries += claimed
-            if not claimed or cursor in (b"0-0", "0-0"):
-                break
-            start = cursor
-        # every new entry, not just the first thousand (the stream holds up to maxlen)
-        while new := client.xreadgroup(self.group, self.consumer, {self.stream: ">"}, count=1000):
-            entries += [e for _, items in new for e in items]
-        seen: set[str] = set()
-        batch: list[tuple[str, DeadLetter]] = []
-        for entry_id, fields in entries:
-            key = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-            if key in seen or not fields:
-                continue
-            seen.add(key)
-            raw = fields.get(b"letter", fields.get("letter"))
-            batch.append((key, letter_from_json(raw)))
-        return [batch]
-
-    def _done(self, entry_id: str) -> None:
-        pipe = self.client.pipeline(transaction=True)
-        pipe.xack(self.stream, self.group, entry_id)
-        pipe.xdel(self.stream, entry_id)
-        pipe.execute()
+    def _start(self) -> StreamReplay:
+        self.flush()
+        self._ensure_group()
+        return StreamReplay(
+            self.client,
+            stream=self.stream,
+            group=self.group,
+            consumer=self.consumer,
+            claim_idle=self.claim_idle,
+            held=self._held,
+        )
 
     def replay(self, handler: Callable[[DeadLetter], object]) -> ReplayResult:
         """Run ``handler`` on each letter; acknowledge and delete those it handled.
 
-        A letter whose handler raised stays pending and is offered again by the next replay.
+        Our own pending entries come first, then entries other replayers left idle for
+        ``claim_idle``, then new ones. A letter whose handler raised stays pending and is
+        offered again by a later replay. See the class docstring for the guarantee.
         """
-        self.flush()
-        self._ensure_group()
-        succeeded = failed = 0
-        for batch in self._batches():
-            for entry_id, letter in batch:
+        run = self._start()
+        try:
+            while (item := run.next()) is not None:
+                entry_id, letter = item
                 try:
                     handler(letter)
                 except Exception:
-                    failed += 1
+                    run.settle(entry_id, handled=False)
                     continue
-                self._done(entry_id)
-                succeeded += 1
-        return ReplayResult(succeeded=succeeded, failed=failed)
+                run.settle(entry_id, handled=True)
+        finally:
+            run.stop()
+        return run.result()
 
     async def areplay(self, handler: Callable[[DeadLetter], Awaitable[object]]) -> ReplayResult:
         """Async :meth:`replay`; Redis calls run in a worker thread."""
-        await asyncio.to_thread(self.flush)
-        await asyncio.to_thread(self._ensure_group)
-        succeeded = failed = 0
-        for batch in await asyncio.to_thread(self._batches):
-            for entry_id, letter in batch:
+        run = await asyncio.to_thread(self._start)
+        try:
+            while (item := await asyncio.to_thread(run.next)) is not None:
+                entry_id, letter = item
                 try:
                     await handler(letter)
                 except Exception:
-                    failed += 1
+                    await asyncio.to_thread(run.settle, entry_id, handled=False)
                     continue
-                await asyncio.to_thread(self._done, entry_id)
-                succeeded += 1
-        return ReplayResult(succeeded=succeeded, failed=failed)
+                await asyncio.to_thread(run.settle, entry_id, handled=True)
+        finally:
+            await asyncio.to_thread(run.stop)
+        return run.result()
+
+
+def _check_name(field: str, value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{field} must be a non-empty string, got {value!r}", field=field)
+    return value

@@ -154,6 +154,8 @@ class RedisBackend(Backend):
         self.client = redis.Redis(port=6379)
 
     def queue(self, **kwargs: Any) -> Queue:
+        # one replayer, as if restarted: a fresh queue object under the same consumer name
+        kwargs.setdefault("consumer", "replayer")
         return self._keep(RedisStreamDeadLetterQueue(self.client, stream=self.stream, **kwargs))
 
     def queue_at(self, port: int, **kwargs: Any) -> Queue:
