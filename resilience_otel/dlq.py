@@ -12,7 +12,7 @@ from this module on first use (they need the ``redis`` / ``asyncpg`` extras).
 from __future__ import annotations
 
 import threading
-from collections import deque
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
@@ -27,6 +27,7 @@ __all__ = [
     "DeadLetterReason",
     "InMemoryDeadLetterQueue",
     "ReplayResult",
+    "check_queue",
 ]
 
 
@@ -114,6 +115,10 @@ class DeadLetterQueue(Protocol):
 class InMemoryDeadLetterQueue:
     """A bounded in-process queue. When full the oldest entry is dropped and counted.
 
+    Replays may run at once (threads or tasks): each takes a letter under the queue's lock
+    before its handler runs, so no letter is handled by two replays, and one whose handler
+    succeeded is removed and never offered again. Nothing survives the process.
+
     Args:
         maxlen: the most entries kept.
         on_drop: called with each dropped entry (telemetry hooks in here).
@@ -125,7 +130,9 @@ class InMemoryDeadLetterQueue:
         from ._validate import check_int
 
         self.maxlen = check_int("InMemoryDeadLetterQueue.maxlen", maxlen, 1)
-        self._entries: deque[DeadLetter] = deque()
+        # keyed by an internal sequence number: unique even if callers reuse letter ids
+        self._entries: OrderedDict[int, DeadLetter] = OrderedDict()
+        self._claimed: set[int] = set()  # taken by a running replay
         self._lock = threading.Lock()
         self._next_id = 0
         self._on_drop = on_drop
@@ -142,53 +149,95 @@ class InMemoryDeadLetterQueue:
             self._next_id += 1
             stored = letter if letter.id else _with_id(letter, str(self._next_id))
             if len(self._entries) >= self.maxlen:
-                dropped = self._entries.popleft()
+                key, dropped = self._entries.popitem(last=False)
+                self._claimed.discard(key)
                 self.dropped += 1
-            self._entries.append(stored)
+            self._entries[self._next_id] = stored
         if dropped is not None and self._on_drop is not None:
             self._on_drop(dropped)
         return dropped
 
     def entries(self) -> list[DeadLetter]:
-        """A snapshot of the entries, oldest first."""
+        """A snapshot of the entries, oldest first (those being replayed included)."""
+        with self._lock:
+            return list(self._entries.values())
+
+    def _keys(self) -> list[int]:
         with self._lock:
             return list(self._entries)
 
-    def _take_batch(self) -> list[DeadLetter]:
+    def _claim(self, key: int) -> DeadLetter | None:
+        """The letter under ``key`` if it is still queued and no other replay holds it."""
         with self._lock:
-            return list(self._entries)
+            letter = self._entries.get(key)
+            if letter is None or key in self._claimed:
+                return None
+            self._claimed.add(key)
+            return letter
 
-    def _remove(self, done: set[str]) -> None:
+    def _settle(self, key: int, *, handled: bool) -> None:
         with self._lock:
-            self._entries = deque(e for e in self._entries if e.id not in done)
+            self._claimed.discard(key)
+            if handled:
+                self._entries.pop(key, None)
 
     def replay(self, handler: Callable[[DeadLetter], object]) -> ReplayResult:
-        """Run ``handler`` on each entry (no lock held); remove the entries it handled."""
-        done: set[str] = set()
-        failed = 0
-        for letter in self._take_batch():
+        """Run ``handler`` on each entry queued when the replay starts (no lock held while it
+        runs); remove the entries it handled. Entries another replay holds are skipped."""
+        succeeded = failed = 0
+        for key in self._keys():
+            if (letter := self._claim(key)) is None:
+                continue
+            handled = False
             try:
                 handler(letter)
+                handled = True
             except Exception:
                 failed += 1
-            else:
-                done.add(letter.id)
-        self._remove(done)
-        return ReplayResult(succeeded=len(done), failed=failed)
+            finally:  # also on cancellation: the letter goes back to the queue
+                self._settle(key, handled=handled)
+            succeeded += handled
+        return ReplayResult(succeeded=succeeded, failed=failed)
 
     async def areplay(self, handler: Callable[[DeadLetter], Awaitable[object]]) -> ReplayResult:
         """Async :meth:`replay`: awaits ``handler`` on each entry."""
-        done: set[str] = set()
-        failed = 0
-        for letter in self._take_batch():
+        succeeded = failed = 0
+        for key in self._keys():
+            if (letter := self._claim(key)) is None:
+                continue
+            handled = False
             try:
                 await handler(letter)
+                handled = True
             except Exception:
                 failed += 1
-            else:
-                done.add(letter.id)
-        self._remove(done)
-        return ReplayResult(succeeded=len(done), failed=failed)
+            finally:  # also on cancellation: the letter goes back to the queue
+                self._settle(key, handled=handled)
+            succeeded += handled
+        return ReplayResult(succeeded=succeeded, failed=failed)
+
+
+def check_queue(value: object, name: str = "dead_letters") -> DeadLetterQueue | None:
+    """Return ``value`` if it is a dead-letter queue (or ``None``, meaning no queue).
+
+    Clients call this on their ``dead_letters=`` argument, so a wrong value fails at
+    construction rather than on the first failed call.
+
+    Raises:
+        ConfigError: ``value`` is not an object with ``put()`` and ``replay()`` (a class
+            instead of an instance is refused too); the message names ``name`` and the value.
+    """
+    if value is None or (isinstance(value, DeadLetterQueue) and not isinstance(value, type)):
+        return value
+    from ._exceptions import ConfigError
+
+    shown = repr(value)
+    shown = shown if len(shown) <= 80 else f"{shown[:77]}..."
+    raise ConfigError(
+        f"{name} must be a dead-letter queue or None, got {shown} ({type(value).__name__}); "
+        "a queue is an instance with put() and replay(), such as InMemoryDeadLetterQueue()",
+        field=name,
+    )
 
 
 def _with_id(letter: DeadLetter, new_id: str) -> DeadLetter:
