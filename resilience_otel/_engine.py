@@ -6,6 +6,7 @@ themselves and hand over to the flow only after a failure or a rejection.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -28,6 +29,9 @@ from ._steps import (
     Flow,
     Outcome,
     Sleep,
+    TimedOut,
+    attempt_timed_out,
+    cut_error,
     run_async,
     run_sync,
 )
@@ -69,6 +73,11 @@ class Engine:
             :class:`TimeoutError` (for shells whose client has no timeout of its own).
         classify_values: whether a returned value can be a failure (an HTTP 503); when not
             (database clients raise their errors), ``classify`` only ever sees errors.
+        timed_out: builds the error of an attempt that overran its timeout (the client's own
+            timeout type); an attempt returning late fails with it, never succeeds.
+        keeps: whether a failed value may be kept through the wait before a retry (returned
+            if the breaker then refuses the retry); others are discarded before the wait.
+            Default: every value.
     """
 
     def __init__(
@@ -87,6 +96,8 @@ class Engine:
         meter_provider: Any = None,
         cancel_slow: bool = False,
         classify_values: bool = True,
+        timed_out: TimedOut = attempt_timed_out,
+        keeps: Callable[[Any], bool] | None = None,
     ) -> None:
         self.policy = policy
         self.client = client
@@ -110,6 +121,10 @@ class Engine:
             t for t in (policy.breaker.call_timeout, policy.retry.total_timeout) if t is not None
         ]
         self._first_timeout = min(limits) if limits else None
+        # One comparison on the success path: no limit is an infinite one.
+        self._first_limit = math.inf if self._first_timeout is None else self._first_timeout
+        self.timed_out = timed_out
+        self.keeps = keeps
 
     def service_breaker(self, given: CircuitBreaker | None) -> CircuitBreaker:
         """The breaker a client of this policy uses: ``given`` (shared), else a new one."""
@@ -158,8 +173,10 @@ class Engine:
         describe: Callable[[], CallDescription],
         allow_retry: bool = True,
         trace: AttemptTrace | None = None,
+        timed_out: TimedOut | None = None,
     ) -> T:
-        """Run one logical call in this thread (arguments as for :meth:`flow`).
+        """Run one logical call in this thread (arguments as for :meth:`flow`; ``timed_out``
+        overrides the engine's for this call, e.g. to name the request).
 
         The first attempt runs here; the flow takes over only when the breaker rejects it or
         it fails, so a call that succeeds at once skips the generator's machinery.
@@ -174,7 +191,7 @@ class Engine:
                 breaker, replayable=replayable, describe=describe,
                 allow_retry=allow_retry, trace=trace,
             )  # fmt: skip
-            return run_sync(flow, attempt, discard, clock)
+            return run_sync(flow, attempt, discard, clock, timed_out or self.timed_out)
         if self.budget is not None:
             self.budget.deposit(started)
         step = Attempt(1, self._first_timeout, breaker.current_state, trace)
@@ -187,15 +204,19 @@ class Engine:
             raise
         else:
             now = clock.monotonic()
-            if not self.classify_values or self.classify(value, None) is None:
+            if now - started > self._first_limit:  # returned, but too late: a timeout
+                discard(value)
+                outcome = Outcome(None, (timed_out or self.timed_out)(step), now - started)
+            elif not self.classify_values or self.classify(value, None) is None:
                 self._succeeded(breaker, permit, step, now - started, now, started)
                 return value
-            outcome = Outcome(value, None, now - started)
+            else:
+                outcome = Outcome(value, None, now - started)
         flow = self.flow(
             breaker, replayable=replayable, describe=describe, allow_retry=allow_retry,
             trace=trace, first=First(step, permit, outcome, started),
         )  # fmt: skip
-        return run_sync(flow, attempt, discard, clock)
+        return run_sync(flow, attempt, discard, clock, timed_out or self.timed_out)
 
     async def acall(
         self,
@@ -207,6 +228,7 @@ class Engine:
         describe: Callable[[], CallDescription],
         allow_retry: bool = True,
         trace: AttemptTrace | None = None,
+        timed_out: TimedOut | None = None,
     ) -> T:
         """:meth:`call` in a task; with ``cancel_slow`` an attempt is cancelled at its timeout."""
         clock = self.clock
@@ -219,32 +241,42 @@ class Engine:
                 breaker, replayable=replayable, describe=describe,
                 allow_retry=allow_retry, trace=trace,
             )  # fmt: skip
-            return await run_async(flow, attempt, discard, clock, deadlines)
+            return await run_async(
+                flow, attempt, discard, clock, deadlines, timed_out or self.timed_out
+            )
         if self.budget is not None:
             self.budget.deposit(started)
         step = Attempt(1, self._first_timeout, breaker.current_state, trace)
+        scope = None
         try:
             if deadlines is None or step.timeout is None:
                 value = await attempt(step)
             else:
-                with deadlines.scope(step.timeout):
+                with (scope := deadlines.scope(step.timeout)):
                     value = await attempt(step)
         except Exception as error:
+            error = cut_error(scope, error, step, timed_out or self.timed_out)
             outcome: Outcome[T] = Outcome(None, error, clock.monotonic() - started)
         except BaseException as exc:
             self._abandoned(breaker, permit, step, exc)
             raise
         else:
             now = clock.monotonic()
-            if not self.classify_values or self.classify(value, None) is None:
+            if now - started > self._first_limit:  # returned, but too late: a timeout
+                await discard(value)
+                outcome = Outcome(None, (timed_out or self.timed_out)(step), now - started)
+            elif not self.classify_values or self.classify(value, None) is None:
                 self._succeeded(breaker, permit, step, now - started, now, started)
                 return value
-            outcome = Outcome(value, None, now - started)
+            else:
+                outcome = Outcome(value, None, now - started)
         flow = self.flow(
             breaker, replayable=replayable, describe=describe, allow_retry=allow_retry,
             trace=trace, first=First(step, permit, outcome, started),
         )  # fmt: skip
-        return await run_async(flow, attempt, discard, clock, deadlines)
+        return await run_async(
+            flow, attempt, discard, clock, deadlines, timed_out or self.timed_out
+        )
 
     # -- the loop --------------------------------------------------------------------------
     def flow(
@@ -269,6 +301,11 @@ class Engine:
                 an open transaction cannot be resent on its own).
             trace: the span every attempt reports to (a database operation's one span).
             first: the first attempt, already made: the flow starts from its outcome.
+
+        When the breaker refuses a retry after a failed attempt, the call still ends as that
+        failure (its attempts, error class and dead letter): with the last error, or with the
+        last value when it was kept through the wait (see ``keeps``); a value that had to be
+        discarded before the wait leaves nothing to return, so the refusal is raised.
         """
         policy = self.policy
         retry = policy.retry
@@ -284,6 +321,7 @@ class Engine:
         failure: Failure | None = None
         scheduled: tuple[float, FailureKind] | None = None
         previous: AttemptTrace | None = None
+        kept: T | None = None  # the failed value kept through the wait, if any
         while True:
             attempt += 1
             if first is not None:
@@ -294,17 +332,23 @@ class Engine:
                 try:
                     permit = breaker.acquire(now)
                 except CircuitOpenError as rejected:
-                    if outcome is None or outcome.error is None:
-                        # First attempt, or the last response was discarded (closed) before
-                        # the sleep, so nothing is left to return: the call ends as rejected.
+                    if outcome is None or failure is None:
                         return self._rejected(rejected, started, describe)
-                    attempt -= 1  # this attempt never ran
-                    break  # the breaker opened between attempts: stop retrying
+                    # The breaker opened during the wait: the call failed with what it did.
+                    ended = self._failed(
+                        outcome, failure, attempt - 1, started, replayable, describe, allow_retry
+                    )
+                    if outcome.error is None and kept is None:  # the value is gone (closed)
+                        return Final(None, self._refusal(rejected))
+                    return ended
                 timeout = call_timeout
                 if deadline is not None:
                     remaining = deadline - now
                     timeout = remaining if timeout is None else min(timeout, remaining)
-                step = Attempt(attempt, timeout, breaker.current_state, trace, scheduled, previous)
+                step = Attempt(
+                    attempt, timeout, breaker.current_state, trace, scheduled, previous, kept
+                )
+                kept = None
                 try:
                     outcome = yield step
                 except BaseException as exc:
@@ -336,7 +380,10 @@ class Engine:
                 break
             self._emit("retry_scheduled", policy.service, self.client, attempt, delay, failure.kind)
             previous_delay = delay
-            yield Sleep(delay, outcome.value)
+            value = outcome.value
+            if value is not None and (self.keeps is None or self.keeps(value)):
+                kept, value = value, None
+            yield Sleep(delay, value)
         assert outcome is not None
         assert failure is not None
         return self._failed(outcome, failure, attempt, started, replayable, describe, allow_retry)
@@ -442,7 +489,10 @@ class Engine:
                 attempts=0,
                 started=started,
             )
-        return Final(None, rejected if self.reject_as is None else self.reject_as(rejected))
+        return Final(None, self._refusal(rejected))
+
+    def _refusal(self, rejected: CircuitOpenError) -> BaseException:
+        return rejected if self.reject_as is None else self.reject_as(rejected)
 
     def _failed(
         self,

@@ -1,23 +1,23 @@
 """What the retry/breaker flow yields and receives, and the two drivers that run it.
 
 The flow yields :class:`Attempt` (run the operation with this timeout and send back an
-:class:`Outcome`) and :class:`Sleep` (wait, after discarding the previous result). It returns a
-:class:`Final`: the value to return or the error to raise. Drivers differ only in how they
-sleep and do I/O, like httpx's ``Auth.auth_flow``.
+:class:`Outcome`) and :class:`Sleep` (wait). It returns a :class:`Final`: the value to return
+or the error to raise. Drivers differ only in how they sleep and do I/O, like httpx's
+``Auth.auth_flow``. Both treat an attempt that returned after its timeout as timed out.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ._breaker import BreakerState
 from ._clock import Clock
 
 if TYPE_CHECKING:
     from ._classify import FailureKind
-    from ._deadline import Deadlines
+    from ._deadline import Deadlines, DeadlineScope
     from ._telemetry import AttemptTrace
 
 __all__ = [
@@ -28,6 +28,8 @@ __all__ = [
     "Flow",
     "Outcome",
     "Sleep",
+    "TimedOut",
+    "attempt_timed_out",
     "run_async",
     "run_sync",
 ]
@@ -54,11 +56,15 @@ class Attempt:
     # The previous attempt's span, so a resend can link to it (attempts without a parent
     # span would otherwise be unrelated traces).
     previous: AttemptTrace | None = None
+    # The previous attempt's failed value, kept through the wait so the call can still end
+    # with it if the breaker refuses this attempt; the driver discards it before running.
+    discard: Any = None
 
 
 @dataclass(slots=True)
 class Sleep(Generic[T]):
-    """Discard the failed attempt's ``discard`` value (close it), then wait ``seconds``."""
+    """Discard ``discard`` (a failed value that cannot be kept through the wait, such as an
+    unread streamed response holding a connection), then wait ``seconds``."""
 
     seconds: float
     discard: T | None
@@ -103,6 +109,26 @@ class First(Generic[T]):
 
 Flow = Generator["Attempt | Sleep[T]", "Outcome[T] | None", "Final[T]"]
 
+TimedOut = Callable[[Attempt], Exception]
+"""Builds the error of an attempt that overran its timeout (the client's own timeout type)."""
+
+
+def attempt_timed_out(step: Attempt) -> Exception:
+    """The default :data:`TimedOut`: a :class:`TimeoutError` naming the attempt and limit."""
+    return TimeoutError(f"attempt {step.number} exceeded call_timeout {step.timeout:.3f}s")
+
+
+def cut_error(
+    scope: DeadlineScope | None, error: Exception, step: Attempt, timed_out: TimedOut
+) -> Exception:
+    """The error of an attempt that failed with ``error``: ``timed_out(step)`` (caused by
+    ``error``) when ``scope`` cut it at its deadline, else ``error`` itself."""
+    if scope is None or not scope.expired:
+        return error
+    cut = timed_out(step)
+    cut.__cause__ = error
+    return cut
+
 
 # -- drivers ---------------------------------------------------------------------------------
 def run_sync(
@@ -110,19 +136,31 @@ def run_sync(
     attempt: Callable[[Attempt], T],
     discard: Callable[[T], None],
     clock: Clock,
+    timed_out: TimedOut = attempt_timed_out,
 ) -> T:
-    """Drive ``flow`` in this thread: call ``attempt``, close discarded values, sleep."""
+    """Drive ``flow`` in this thread: call ``attempt``, close discarded values, sleep.
+
+    An attempt that returns after its timeout fails with ``timed_out(step)``; its value is
+    discarded, as if it had been cut at the deadline.
+    """
     try:
         step: Attempt | Sleep[T] = next(flow)
         while True:
             if isinstance(step, Attempt):
+                if step.discard is not None:
+                    discard(step.discard)
                 begin = clock.monotonic()
                 try:
                     value = attempt(step)
                 except Exception as error:
                     result: Outcome[T] = Outcome(None, error, clock.monotonic() - begin)
                 else:
-                    result = Outcome(value, None, clock.monotonic() - begin)
+                    took = clock.monotonic() - begin
+                    if step.timeout is not None and took > step.timeout:
+                        discard(value)
+                        result = Outcome(None, timed_out(step), took)
+                    else:
+                        result = Outcome(value, None, took)
                 step = flow.send(result)
             else:
                 if step.discard is not None:
@@ -144,27 +182,38 @@ async def run_async(
     discard: Callable[[T], Awaitable[None]],
     clock: Clock,
     deadlines: Deadlines | None = None,
+    timed_out: TimedOut = attempt_timed_out,
 ) -> T:
     """Drive ``flow`` in a task: await ``attempt``, close discarded values, sleep.
 
     With ``deadlines``, an attempt still running at its timeout is cancelled and fails with
-    :class:`TimeoutError`.
+    ``timed_out(step)``; without, an attempt returning after its timeout fails the same way
+    (its value discarded), as :func:`run_sync` does.
     """
     try:
         step: Attempt | Sleep[T] = next(flow)
         while True:
             if isinstance(step, Attempt):
+                if step.discard is not None:
+                    await discard(step.discard)
                 begin = clock.monotonic()
+                scope = None
                 try:
                     if deadlines is None or step.timeout is None:
                         value = await attempt(step)
                     else:
-                        with deadlines.scope(step.timeout):
+                        with (scope := deadlines.scope(step.timeout)):
                             value = await attempt(step)
                 except Exception as error:
+                    error = cut_error(scope, error, step, timed_out)
                     result: Outcome[T] = Outcome(None, error, clock.monotonic() - begin)
                 else:
-                    result = Outcome(value, None, clock.monotonic() - begin)
+                    took = clock.monotonic() - begin
+                    if step.timeout is not None and took > step.timeout:
+                        await discard(value)
+                        result = Outcome(None, timed_out(step), took)
+                    else:
+                        result = Outcome(value, None, took)
                 step = flow.send(result)
             else:
                 if step.discard is not None:

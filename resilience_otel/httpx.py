@@ -40,6 +40,7 @@ from ._http_telemetry import (
 from ._redact import redact_url
 from ._retry import parse_retry_after
 from ._semconv import RESILIENCE_ERROR_CLASS
+from ._sync_deadline import AttemptDeadline, attempt_deadline, cut_at_deadline
 from ._telemetry import instrumentation_suppressed
 
 if TYPE_CHECKING:
@@ -155,6 +156,12 @@ def _describe_response(response: httpx.Response) -> str:
     return f"HTTP {response.status_code} {response.reason_phrase}".rstrip()
 
 
+def _in_memory(response: httpx.Response) -> bool:
+    # A buffered response holds no connection, so it can wait out a backoff; an unread
+    # streamed one would hold its pool connection through the wait.
+    return isinstance(response.stream, httpx.ByteStream)
+
+
 def _capped_timeouts(
     original: dict[str, float | None] | None, limit: float
 ) -> dict[str, float | None]:
@@ -196,6 +203,7 @@ class _Shell:
             reject_as=_reject_as_transport_error,
             tracer_provider=tracer_provider,
             meter_provider=meter_provider,
+            keeps=_in_memory,
         )
         self.service = policy.service
         self.breaker = self.engine.service_breaker(breaker)
@@ -234,6 +242,7 @@ class _Shell:
         return self.engine.call(
             self.breaker_for(request), send, httpx.Response.close,
             replayable=_replayable(request), describe=partial(self.describe, request),
+            timed_out=partial(_call_timed_out, request),
         )  # fmt: skip
 
     def acall(
@@ -242,6 +251,7 @@ class _Shell:
         return self.engine.acall(
             self.breaker_for(request), send, httpx.Response.aclose,
             replayable=_replayable(request), describe=partial(self.describe, request),
+            timed_out=partial(_call_timed_out, request),
         )  # fmt: skip
 
     def describe(self, request: httpx.Request) -> CallDescription:
@@ -352,6 +362,8 @@ class ResilientTransport(_Breakers, httpx.BaseTransport):
         rng: random.Random | None = None,
     ) -> None:
         self._transport = transport if transport is not None else httpx.HTTPTransport()
+        # Whether every socket operation of an attempt ends by its deadline (see module doc).
+        self._cuts = cut_at_deadline(self._transport)
         self._otel_attempt_wrapper: Callable[..., Any] | None = None
         self._shell = _Shell(
             policy, classifier=classifier, breaker=breaker, per_host=per_host, max_hosts=max_hosts,
@@ -367,8 +379,18 @@ class ResilientTransport(_Breakers, httpx.BaseTransport):
     handle_request = InstrumentationAwareMethod("_handle_request")
 
     def _send(self, request: httpx.Request, original_timeout: Any, step: Attempt) -> httpx.Response:
+        self._shell.prepare(request, original_timeout, step)
+        if step.timeout is None or not self._cuts:
+            return self._traced(request, step)
+        # Cleared when the attempt ends: a streamed body read later is not cut by it.
+        token = attempt_deadline.set(AttemptDeadline(time.monotonic() + step.timeout, step))
+        try:
+            return self._traced(request, step)
+        finally:
+            attempt_deadline.reset(token)
+
+    def _traced(self, request: httpx.Request, step: Attempt) -> httpx.Response:
         shell = self._shell
-        shell.prepare(request, original_timeout, step)
         telemetry = shell.engine.telemetry
         if telemetry is None or instrumentation_suppressed():
             return self._exchange(request, step)
@@ -406,12 +428,14 @@ class ResilientTransport(_Breakers, httpx.BaseTransport):
 
     def _exchange(self, request: httpx.Request, step: Attempt) -> httpx.Response:
         shell = self._shell
+        clock = shell.engine.clock
+        # From before the request is sent: for inner transports whose sockets we cannot cut,
+        # the body is checked against it between chunks (and the engine fails a late return).
+        deadline = None if step.timeout is None else clock.monotonic() + step.timeout
         response = self._transport.handle_request(request)
         stream = response.stream
         if not shell.read_body or isinstance(stream, httpx.ByteStream):
             return response  # streaming asked for, or the body is already in memory
-        clock = shell.engine.clock
-        deadline = None if step.timeout is None else clock.monotonic() + step.timeout
         chunks: list[bytes] = []
         try:
             for chunk in stream:  # type: ignore[union-attr]

@@ -42,6 +42,13 @@ from ._dbshell import DbShell, Operation
 from ._engine import Attempt, Classifier
 from ._events import Observer
 from ._exceptions import CircuitOpenError, mix_with
+from ._redis_deadline import (
+    bound_commands,
+    bound_handshakes,
+    cap_connect_timeout,
+    redis_timed_out,
+    run_until,
+)
 from ._shared import RedisBreakerStore, SharedCircuitBreaker
 from .dlq import DeadLetterQueue
 
@@ -218,6 +225,7 @@ def instrument(
         dead_letters=dead_letters, observers=tuple(observers), tracer_provider=tracer_provider,
         meter_provider=meter_provider, clock=clock, rng=rng,
     )  # fmt: skip
+    shell.engine.timed_out = redis_timed_out  # sync and async give the same timeout type
     guard = _Guard(shell, frozenset(c.upper() for c in idempotent_commands))
     if isinstance(client, redis.asyncio.Redis):
         if not keep_client_retry:
@@ -226,6 +234,8 @@ def instrument(
     else:
         if not keep_client_retry:
             client.set_retry(Retry(NoBackoff(), 0))
+        cap_connect_timeout(client, policy)
+        bound_handshakes(client)
         _patch_sync(client, guard)
     setattr(client, "_resilience_guard", guard)  # noqa: B010 (marks the client as guarded)
     return client
@@ -252,13 +262,14 @@ def _patch_sync(client: redis.Redis, guard: _Guard) -> None:
             op, safe = guard.command(args)
         return shell.run_sync(
             op,
-            lambda _: execute_command(*args, **options),  # type: ignore[no-untyped-call]
+            lambda step: run_until(step, execute_command, args, options),
             replayable=safe or _idempotent_block.get(),
         )
 
     def guarded_pipeline(transaction: bool = True, shard_hint: Any = None) -> Any:
         pipe = make_pipeline(transaction, shard_hint)
         execute = pipe.execute
+        bound_commands(pipe)
 
         def guarded_pipeline_execute(raise_on_error: bool = True) -> Any:
             stack = list(pipe.command_stack)  # execute() empties it; each attempt needs it
@@ -266,7 +277,7 @@ def _patch_sync(client: redis.Redis, guard: _Guard) -> None:
 
             def attempt(step: Attempt) -> Any:
                 pipe.command_stack = list(stack)
-                return execute(raise_on_error)
+                return run_until(step, execute, (raise_on_error,), {})
 
             operation = "MULTI" if getattr(pipe, "transaction", False) is True else "PIPELINE"
             extra = {sc.DB_OPERATION_BATCH_SIZE: len(stack)}
@@ -282,6 +293,7 @@ def _patch_sync(client: redis.Redis, guard: _Guard) -> None:
 
     client.execute_command = guarded_execute  # type: ignore[method-assign]
     client.pipeline = guarded_pipeline  # type: ignore[method-assign]
+    bound_commands(client)
 
 
 def _patch_async(client: redis.asyncio.Redis, guard: _Guard) -> None:
