@@ -591,3 +591,63 @@ def test_postgres_letter_with_a_nul_character_does_not_block_the_queue(
     with contextlib.suppress(Exception):
         queue.flush(timeout=1.5)
     assert "op-next" in postgres_backend.stored_ops()
+
+
+def test_postgres_trimming_skips_the_letter_being_replayed(
+    postgres_backend: PostgresBackend,
+) -> None:
+    """At maxlen, new letters are stored at once while a handler holds the oldest row."""
+    queue = postgres_backend.queue(maxlen=2)
+    for i in range(2):
+        queue.put(letter(f"op-{i}"))
+    assert queue.flush()
+    inside, release = threading.Event(), threading.Event()
+    handled: list[str] = []
+
+    def handler(item: DeadLetter) -> None:
+        handled.append(item.operation)
+        if item.operation == "op-0":
+            inside.set()
+            assert release.wait(10.0)
+
+    replay = threading.Thread(target=queue.replay, args=(handler,))
+    replay.start()
+    try:
+        assert inside.wait(10.0)
+        queue.put(letter("op-2"))
+        queue.put(letter("op-3"))
+        stored_at_once = queue.flush(timeout=2.0)
+    finally:
+        release.set()
+        replay.join(10.0)
+    assert stored_at_once
+    assert queue.trimmed == 1  # op-1; op-0 was being handled
+    assert handled == ["op-0", "op-2", "op-3"]
+    assert postgres_backend.stored() == []
+
+
+def test_redis_slow_handler_keeps_its_letter_from_other_replayers(
+    redis_backend: RedisBackend,
+) -> None:
+    """A handler running for 3x claim_idle keeps its claim: another replayer gets nothing."""
+    queue = redis_backend.queue(consumer="c1", claim_idle=0.2)
+    queue.put(letter("op-0"))
+    inside, release = threading.Event(), threading.Event()
+
+    def handler(item: DeadLetter) -> None:
+        inside.set()
+        assert release.wait(10.0)
+
+    results: list[ReplayResult] = []
+    replay = threading.Thread(target=lambda: results.append(queue.replay(handler)))
+    replay.start()
+    try:
+        assert inside.wait(10.0)
+        time.sleep(0.6)  # three times claim_idle
+        other = replay_ops(redis_backend.queue(consumer="c2", claim_idle=0.2))
+    finally:
+        release.set()
+        replay.join(10.0)
+    assert other == (ReplayResult(succeeded=0, failed=0), [])
+    assert results == [ReplayResult(succeeded=1, failed=0)]
+    assert redis_backend.stored() == []
