@@ -25,9 +25,11 @@ from opentelemetry.metrics import CallbackOptions, Observation
 
 from . import _semconv as sc
 from ._clock import SYSTEM_CLOCK, Clock
-from ._config import HealthConfig
+from ._config import HealthConfig, check_service_name
 from ._events import Observer
+from ._health_checks import CheckLog, CheckRunner, Outcome, run_check
 from ._health_core import ServiceWindow, assess
+from ._validate import MAX_DURATION, check_callable, check_names, check_optional_float, check_type
 
 if TYPE_CHECKING:
     from ._breaker import BreakerSnapshot, CircuitBreaker, StateChange
@@ -137,12 +139,17 @@ class HealthMonitor(Observer):
         clock: Clock = SYSTEM_CLOCK,
         meter_provider: Any = None,
     ) -> None:
+        if config is not None:
+            check_type("HealthMonitor(config=...)", config, HealthConfig)
+        if not callable(getattr(clock, "monotonic", None)):
+            raise TypeError(f"HealthMonitor(clock=...) must be a Clock, got {clock!r}")
         self.config = config or HealthConfig()
-        self.optional = frozenset(optional)
+        self.optional = check_names("HealthMonitor(optional=...)", optional)
         self._clock = clock
         self._lock = threading.Lock()
         self._services: dict[str, _Service] = {}
-        self._runner: _CheckRunner | None = None
+        self._runner: CheckRunner | None = None
+        self._check_log = CheckLog()
         self._register_gauges(meter_provider)
 
     # -- feeding ---------------------------------------------------------------------------------
@@ -283,14 +290,24 @@ class HealthMonitor(Observer):
         timeout: float | None = None,
     ) -> None:
         """Run ``check`` every ``interval`` seconds (default ``config.check_interval``) once
-        the monitor is started; a check slower than ``timeout`` fails."""
+        the monitor is started; a check slower than ``timeout`` (default
+        ``config.check_timeout``) fails. Both are more than 0 and at most 86400.
+
+        Raises:
+            ConfigError: a bad service name, interval or timeout.
+            TypeError: ``check`` is not callable.
+        """
+        check_service_name("add_check(service=...)", service)
+        check_callable("add_check(check=...)", check)
+        every = check_optional_float("add_check(interval=...)", interval, 0.0, MAX_DURATION)
+        limit = check_optional_float("add_check(timeout=...)", timeout, 0.0, MAX_DURATION)
         state = self._service(service)
         with self._lock:
             state.checks.append(
                 (
                     check,
-                    interval or self.config.check_interval,
-                    timeout or self.config.check_timeout,
+                    self.config.check_interval if every is None else every,
+                    self.config.check_timeout if limit is None else limit,
                 )
             )
 
@@ -298,24 +315,26 @@ class HealthMonitor(Observer):
         """Run every check once, concurrently, on the running loop; returns results by service."""
         with self._lock:
             jobs = [(name, c, t) for name, s in self._services.items() for c, _, t in s.checks]
-        results = await asyncio.gather(*(_run_one(check, timeout) for _, check, timeout in jobs))
-        outcome: dict[str, bool] = {}
-        for (name, _, _), ok in zip(jobs, results, strict=True):
-            outcome[name] = outcome.get(name, True) and ok
-        for name, ok in outcome.items():
-            self.record_check(name, ok)
+        results = await asyncio.gather(*(run_check(check, timeout) for _, check, timeout in jobs))
+        failed: dict[str, Outcome] = {}
+        for (name, _, _), result in zip(jobs, results, strict=True):
+            if not result[0]:
+                failed.setdefault(name, result)
+        outcome = {name: name not in failed for name, _, _ in jobs}
+        for name in outcome:
+            self._record_outcome(name, failed.get(name, (True, "")))
         return outcome
 
     def start(self) -> None:
         """Run the checks on their intervals in a background thread (its own event loop)."""
         if self._runner is None:
-            self._runner = _CheckRunner(self)
+            self._runner = CheckRunner(self)
             self._runner.start_thread()
 
     async def astart(self) -> None:
         """Run the checks on their intervals as a task of the running event loop."""
         if self._runner is None:
-            self._runner = _CheckRunner(self)
+            self._runner = CheckRunner(self)
             self._runner.start_task()
 
     def stop(self) -> None:
@@ -323,6 +342,15 @@ class HealthMonitor(Observer):
         if self._runner is not None:
             self._runner.stop()
             self._runner = None
+
+    def _record_outcome(self, service: str, outcome: Outcome) -> None:
+        self.record_check(service, outcome[0])
+        if not outcome[0]:
+            self._check_log.failed(service, outcome[1], self._clock.monotonic())
+
+    def _check_intervals(self) -> list[float]:
+        with self._lock:
+            return [interval for s in self._services.values() for _, interval, _ in s.checks]
 
     def _due_checks(
         self, now: float, last_run: dict[tuple[str, int], float]
@@ -378,61 +406,6 @@ class HealthMonitor(Observer):
 def _worst_breaker(states: list[str]) -> str | None:
     order = ("closed", "forced_closed", "half_open", "open", "forced_open")
     return max(states, key=order.index) if states else None
-
-
-async def _run_one(check: HealthCheck, limit: float) -> bool:
-    """Run one check within ``limit`` seconds; sync checks run in a worker thread."""
-    try:
-        if inspect.iscoroutinefunction(check):
-            result = await asyncio.wait_for(check(), limit)
-        else:
-            result = await asyncio.wait_for(asyncio.to_thread(check), limit)
-            if inspect.isawaitable(result):
-                result = await asyncio.wait_for(result, limit)
-    except Exception:
-        return False
-    return result is not False
-
-
-class _CheckRunner:
-    """Schedules checks on their intervals, in a thread or as a task."""
-
-    def __init__(self, monitor: HealthMonitor) -> None:
-        self.monitor = monitor
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._task: asyncio.Task[None] | None = None
-
-    async def _loop(self) -> None:
-        last_run: dict[tuple[str, int], float] = {}
-        monitor = self.monitor
-        while not self._stop.is_set():
-            due = monitor._due_checks(monitor._clock.monotonic(), last_run)
-            if due:
-                results = await asyncio.gather(
-                    *(_run_one(check, timeout) for _, check, timeout in due)
-                )
-                for (name, _, _), ok in zip(due, results, strict=True):
-                    monitor.record_check(name, ok)
-            with monitor._lock:  # wake up often enough for the shortest per-check interval
-                intervals = [i for s in monitor._services.values() for _, i, _ in s.checks]
-            await asyncio.sleep(min(0.25, monitor.config.check_interval, *intervals))
-
-    def start_thread(self) -> None:
-        self._thread = threading.Thread(
-            target=lambda: asyncio.run(self._loop()), name="health-checks", daemon=True
-        )
-        self._thread.start()
-
-    def start_task(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._loop())
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2.0)
-        if self._task is not None:
-            self._task.cancel()
 
 
 # -- built-in checks -------------------------------------------------------------------------------
