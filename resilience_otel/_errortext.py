@@ -84,8 +84,10 @@ _REDIS_CODE = re.compile(r"[A-Z][A-Z_]{1,31}(?= |$)")
 _REDIS_PIPELINE = re.compile(r"Command # (\d+) \(.*\) of pipeline caused error: ", re.S)
 _REDIS_SCRIPT = re.compile(r"@?user_script:.*", re.S)
 _REDIS_ARGS = re.compile(r"with args beginning with:.*", re.S)
-# quoted values (an unterminated quote runs to the end), then any word holding a digit
-_QUOTED = re.compile(r"'[^']*(?:'|$)|\"[^\"]*(?:\"|$)")
+# A quoted value runs to the last quote of its kind on the line: servers quote values without
+# escaping the quotes inside them ("x" leaked "y"), and an unterminated one runs to the end.
+_QUOTED = re.compile(r"'(?:.*'|.*)|\"(?:.*\"|.*)")
+# then any word holding a digit
 _DIGITS = re.compile(r"[\w.:@/+\-]*\d[\w.:@/+\-]*")
 
 
@@ -130,7 +132,7 @@ _PG_TOKENS = re.compile(
     r"(?P<ident>\b(?:relation|column|constraint|table|index|schema|database|type|function|"
     r"sequence|view|trigger|extension|operator|cursor|statement|savepoint|role|collation|"
     r"domain|policy|publication|subscription|tablespace) \"[^\"]*\")"
-    r"|'[^']*(?:'|$)|\"[^\"]*(?:\"|$)"
+    r"|'(?:.*'|.*)|\"(?:.*\"|.*)"
     r"|(?P<param>\$\d+)"
     r"|[\w.:@/+\-]*\d[\w.:@/+\-]*"
 )

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import httpx
 import pytest
 from asyncpg import exceptions as pgx
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -238,7 +241,7 @@ def test_redis_connection_errors_keep_their_text() -> None:
                 "invalid input for query argument $1: 'secretval' "
                 "('str' object cannot be interpreted as an integer)"
             ),
-            "invalid input for query argument $1: '?' ('?' object cannot be interpreted",
+            "invalid input for query argument $1: '?' object cannot be interpreted",
             ["secretval"],
         ),
         (
@@ -393,3 +396,31 @@ async def test_async_instrumented_client_span_records_no_secret(
     for secret in SECRETS:
         assert secret not in recorded
     assert type(caught.value.__cause__) is httpx.ConnectError  # the original, not a stand-in
+
+
+# -- values holding quotes ---------------------------------------------------------------------
+_VALUES = st.text(alphabet="QXZJ '\"\\", min_size=1, max_size=30)
+_LEAK = re.compile(r"[QXZJ]{2,}")  # a run of the value's letters: none of the templates has one
+
+
+def _asyncpg_repr(value: str) -> str:
+    shown = repr(value)  # what asyncpg quotes, cut at 40 characters
+    return shown[:40] + "..." if len(shown) > 40 else shown
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=_VALUES)
+def test_no_quoted_value_survives_whatever_quotes_it_holds(value: str) -> None:
+    """Values holding quotes or backslashes never leave a piece of themselves in the text."""
+    errors: list[Exception] = [
+        pgx.InvalidTextRepresentationError(f'invalid input syntax for type integer: "{value}"'),
+        pgx.DataError(
+            f"invalid input for query argument $1: {_asyncpg_repr(value)} "
+            "('str' object cannot be interpreted as an integer)"
+        ),
+        rex.ResponseError(f"unknown command '{value}', with args beginning with: '{value}' "),
+        rex.ResponseError(f"Unknown option or number of arguments for CONFIG SET - '{value}'"),
+        rex.ResponseError(f"Command # 1 (SET k {value}) of pipeline caused error: syntax error"),
+    ]
+    for error in errors:
+        assert _LEAK.search(error_text(error)) is None, error
