@@ -340,7 +340,11 @@ class _Breakers:
 class ResilientTransport(_Breakers, httpx.BaseTransport):
     __doc__ = (
         "A sync httpx transport adding a circuit breaker, safe retries, timeouts and dead\n"
-        "    letters.\n" + _ARGS_DOC
+        "    letters. When the inner transport is an ``httpx.HTTPTransport`` (the default),\n"
+        "    every socket operation of an attempt ends by its deadline and a slow or dripping\n"
+        "    server fails as ``httpx.ReadTimeout`` at ``call_timeout``; other inner transports\n"
+        "    get httpx timeouts capped to the time left, and a response arriving after the\n"
+        "    deadline fails the same way.\n" + _ARGS_DOC
     )
 
     def __init__(

@@ -16,6 +16,13 @@ Retry safety: read-only commands are retried; a write is retried only when the f
 happened before it was sent (connection refused) or when it is marked idempotent, either by
 name (``idempotent_commands={"SET", "DEL"}``) or for a block of code (``with idempotent():``).
 A pipeline is retried as a whole only when all its commands qualify.
+
+Timeouts: ``call_timeout`` (or what is left of ``total_timeout``) ends every attempt, blocking
+commands included. ``redis.asyncio`` attempts are cancelled; on a sync client the connection's
+socket timeout is cut to the time left while a command, a pipeline or a reconnect handshake
+runs (and restored after), and ``instrument`` caps the pool's ``socket_connect_timeout`` to the
+policy's timeout. Either way the attempt fails with a ``redis.exceptions.TimeoutError`` that
+is also a builtin ``TimeoutError``.
 """
 
 from __future__ import annotations
