@@ -39,7 +39,7 @@ DEFAULT_SENSITIVE_QUERY_KEYS: frozenset[str] = frozenset(
     }
 )  # fmt: skip
 
-# Matched anywhere in the lower-cased name; the last group must be the whole name.
+# Searched in the lower-cased name; the anchored words must start it or be all of it.
 _SENSITIVE_NAME = re.compile(
     r"token|secret|key|passw|pwd|passphrase|sig|auth|session|jwt|cred|code|cookie|bearer"
     r"|hmac|otp|ticket|private|^x-(?:amz|goog)-|^(?:pass|sid|pin)$"
