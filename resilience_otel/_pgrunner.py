@@ -17,7 +17,7 @@ from ._classify import Failure
 from ._dbshell import DbShell, Operation
 from ._engine import Attempt, Classifier
 from ._exceptions import ConfigError
-from ._sql import analyze, strip_literals
+from ._sql import analyze, analyze_and_scrub
 
 __all__ = ["CopyOutput", "Runner", "honour_copy_marks", "trusted_functions"]
 
@@ -76,8 +76,11 @@ class Runner:
         server, and its ``db.query.text`` attribute (only with ``record_query``)."""
         known = self._statements.get(query)
         if known is None:
-            analysis = analyze(query)
-            text = {sc.DB_QUERY_TEXT: strip_literals(query)} if self.record_query else None
+            if self.record_query:
+                analysis, scrubbed = analyze_and_scrub(query)
+                text: dict[str, Any] | None = {sc.DB_QUERY_TEXT: scrubbed}
+            else:
+                analysis, text = analyze(query), None
             read_only = analysis.read_only(self.read_only_functions)
             known = (self.shell.operation(analysis.operation), read_only, text)
             if len(self._statements) >= self._MAX_STATEMENTS:

@@ -22,6 +22,18 @@ import re
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from ._sqlwords import (
+    ANALYZE,
+    NAMING,
+    NOT_CALLS,
+    READ_FIRST,
+    ROW_LOCKS,
+    SAFE_FUNCTIONS,
+    WRITE_WORDS,
+    WRITER_FUNCTIONS,
+    WRITER_PREFIXES,
+)
+
 __all__ = [
     "COMMENT",
     "LITERAL",
@@ -33,6 +45,7 @@ __all__ = [
     "Analysis",
     "Token",
     "analyze",
+    "analyze_and_scrub",
     "is_read_only",
     "operation_name",
     "strip_literals",
@@ -75,15 +88,17 @@ def _token_pattern(plain: str) -> re.Pattern[str]:
         rf"[eE]{_ESCAPED}|[uU]&{_STANDARD}|[bBxX]{_STANDARD}|[nN]{plain}|{plain}"
         rf"|{_DOLLAR}|{_NUMBER}"
     )
+    # The commonest tokens first: the regex engine tries the alternatives in order.
     alternatives = [
         r"(?P<space>[ \t\n\r\f\v]+)",
+        r"(?P<punct>[(),;=:*+<>\[\]]|\.(?![0-9]))",  # never the start of anything longer
+        rf"(?P<word>(?![eE]'|[uU]&['\"]|[bBxXnN]')[{_START}][{_START}0-9$]*)",
+        rf"(?P<literal>{literal})",
         r"(?P<line>--[^\n\r]*)",
         r"(?P<block>/\*)",
-        rf"(?P<literal>{literal})",
         rf"(?P<param>\$[0-9]+{_JUNK})",
         r'(?P<quoted>(?:[uU]&)?"(?:[^"]++|"")*+")',
         r'(?P<unterminated>(?:[uU]&)?".*)',  # a quoted identifier that never ends
-        rf"(?P<word>[{_START}][{_START}0-9$]*)",
         r"(?P<op>.)",
     ]
     return re.compile("|".join(alternatives), re.S)
@@ -100,6 +115,7 @@ _KINDS = {
     "word": WORD,
     "quoted": QUOTED,
     "unterminated": LITERAL,
+    "punct": OP,
     "op": OP,
 }
 _COMMENT_MARK = re.compile(r"/\*|\*/")
@@ -114,14 +130,20 @@ def tokenize(text: str, *, backslash_quotes: bool = False) -> list[Token]:
     """
     pattern = _PATTERN_BACKSLASH if backslash_quotes else _PATTERN
     tokens: list[Token] = []
+    append = tokens.append
     position, end = 0, len(text)
     while position < end:
-        match = pattern.match(text, position)
-        assert match is not None  # the last alternative takes any character
-        group = match.lastgroup
-        stop = _comment_end(text, match.end()) if group == "block" else match.end()
-        tokens.append(Token(_KINDS[group or "op"], text[position:stop], position))
-        position = stop
+        # finditer runs the scan in C; only a block comment (which nests) stops it.
+        for match in pattern.finditer(text, position):
+            group = match.lastgroup or "op"
+            start = match.start()
+            if group == "block":
+                position = _comment_end(text, match.end())
+                append(Token(COMMENT, text[start:position], start))
+                break
+            append(Token(_KINDS[group], match.group(), start))
+        else:
+            break
     return tokens
 
 
@@ -155,7 +177,11 @@ def strip_literals(query: str) -> str:
     inside a literal or comment under the other reading of backslashes is a ``?`` too.
     """
     tokens = tokenize(query)
-    hidden = _hidden(query, tokens)
+    return _scrub(query, tokens, _other_reading(query, tokens))
+
+
+def _scrub(query: str, tokens: list[Token], other: list[Token] | None) -> str:
+    hidden = None if other is None else _hidden(len(query), other)
     parts: list[str] = []
     for kind, text, start in tokens:
         if kind == LITERAL:
@@ -172,12 +198,9 @@ def strip_literals(query: str) -> str:
     return "".join(parts).rstrip()
 
 
-def _hidden(query: str, tokens: list[Token]) -> bytearray | None:
+def _hidden(size: int, other: list[Token]) -> bytearray:
     """Positions inside a literal or comment under the other reading of backslashes."""
-    other = _other_reading(query, tokens)
-    if other is None:
-        return None
-    hidden = bytearray(len(query))
+    hidden = bytearray(size)
     for kind, text, start in other:
         if kind in (LITERAL, COMMENT):
             hidden[start : start + len(text)] = b"\x01" * len(text)
@@ -185,68 +208,6 @@ def _hidden(query: str, tokens: list[Token]) -> bytearray | None:
 
 
 # -- the read-only rule --------------------------------------------------------------------------
-# First words of statements that may be read-only; anything else is a write.
-_READ_FIRST = frozenset({"SELECT", "SHOW", "VALUES", "TABLE", "WITH", "EXPLAIN"})
-# Words that make a statement a write wherever they appear (outside literals, comments and
-# quoted identifiers): data-modifying CTEs, SELECT ... INTO, FOR UPDATE, what EXPLAIN ANALYZE
-# runs, and every statement verb, as a second line of defence.
-_WRITE_WORDS = frozenset(
-    {
-        *("INSERT", "UPDATE", "DELETE", "MERGE", "INTO", "COPY", "CREATE", "ALTER", "DROP"),
-        *("TRUNCATE", "GRANT", "REVOKE", "LOCK", "CALL", "DO", "NOTIFY", "EXECUTE", "DECLARE"),
-    }
-)
-_ROW_LOCKS = frozenset({"UPDATE", "SHARE", "NO", "KEY"})  # FOR UPDATE / SHARE / NO KEY / KEY
-_ANALYZE = frozenset({"ANALYZE", "ANALYSE"})
-_NAMING = frozenset({"as", "with", "recursive"})  # the word before a name with a column list
-# Words followed by "(" that are syntax or type modifiers, not function calls.
-_NOT_CALLS = frozenset(
-    {
-        *("select", "from", "where", "and", "or", "not", "in", "exists", "any", "all", "some"),
-        *("values", "as", "on", "using", "over", "filter", "within", "join", "lateral"),
-        *("union", "intersect", "except", "when", "then", "else", "case", "row", "array"),
-        *("cast", "having", "by", "limit", "offset", "distinct", "window", "rollup", "cube"),
-        *("sets", "grouping", "with", "recursive", "materialized", "table", "explain", "is"),
-        *("like", "ilike", "similar", "between", "fetch", "tablesample", "repeatable"),
-        *("int", "integer", "smallint", "bigint", "numeric", "decimal", "float", "real"),
-        *("varchar", "char", "character", "varying", "bit", "varbit", "time", "timestamp"),
-        *("timestamptz", "timetz", "interval", "bpchar"),
-    }
-)
-# Built-in functions without side effects (volatile ones like now() or random() included:
-# running them twice changes nothing).
-_SAFE_FUNCTIONS = frozenset(
-    {
-        *("count", "sum", "avg", "min", "max", "bool_and", "bool_or", "every", "array_agg"),
-        *("string_agg", "json_agg", "jsonb_agg", "json_object_agg", "jsonb_object_agg"),
-        *("stddev", "variance", "percentile_cont", "percentile_disc", "mode", "row_number"),
-        *("rank", "dense_rank", "lag", "lead", "first_value", "last_value", "nth_value"),
-        *("ntile", "cume_dist", "percent_rank", "coalesce", "nullif", "greatest", "least"),
-        *("lower", "upper", "length", "char_length", "octet_length", "substr", "substring"),
-        *("trim", "btrim", "ltrim", "rtrim", "replace", "concat", "concat_ws", "left", "right"),
-        *("split_part", "strpos", "position", "format", "to_char", "to_date", "to_timestamp"),
-        *("to_number", "abs", "round", "ceil", "ceiling", "floor", "trunc", "mod", "power"),
-        *("sqrt", "exp", "ln", "log", "sign", "random", "now", "clock_timestamp"),
-        *("statement_timestamp", "transaction_timestamp", "date_trunc", "date_part"),
-        *("extract", "age", "make_date", "make_timestamp", "make_interval", "generate_series"),
-        *("unnest", "array_length", "array_position", "cardinality", "array_to_string"),
-        *("string_to_array", "regexp_replace", "regexp_matches", "regexp_split_to_array"),
-        *("md5", "encode", "decode", "to_json", "to_jsonb", "json_build_object"),
-        *("jsonb_build_object", "json_build_array", "jsonb_build_array", "row_to_json"),
-        *("jsonb_extract_path", "jsonb_extract_path_text", "json_extract_path_text"),
-        *("jsonb_array_elements", "json_array_elements", "jsonb_each", "jsonb_typeof"),
-        *("jsonb_set", "gen_random_uuid", "current_setting", "version", "pg_sleep"),
-    }
-)
-# Built-in functions that change something: a write even when the caller trusts functions.
-_WRITER_FUNCTIONS = frozenset({"nextval", "setval", "pg_notify", "set_config", "lowrite"})
-_WRITER_PREFIXES = (
-    *("pg_advisory", "pg_try_advisory", "lo_", "dblink", "pg_terminate", "pg_cancel"),
-    *("pg_reload", "pg_rotate", "pg_switch", "pg_create", "pg_drop", "pg_stat_reset"),
-    *("pg_replication", "pg_logical", "pg_promote", "pg_import", "pg_copy"),
-)
-
-
 @dataclass(frozen=True, slots=True)
 class Analysis:
     """What a statement's text says about it.
@@ -283,8 +244,18 @@ class Analysis:
 def analyze(query: str) -> Analysis:
     """Read ``query``'s tokens: operation, whether it writes, which functions it calls."""
     tokens = tokenize(query)
-    operation, writes, functions = _judge(tokens)
+    return _analysis(tokens, _other_reading(query, tokens))
+
+
+def analyze_and_scrub(query: str) -> tuple[Analysis, str]:
+    """:func:`analyze` and :func:`strip_literals` at the cost of one reading."""
+    tokens = tokenize(query)
     other = _other_reading(query, tokens)
+    return _analysis(tokens, other), _scrub(query, tokens, other)
+
+
+def _analysis(tokens: list[Token], other: list[Token] | None) -> Analysis:
+    operation, writes, functions = _judge(tokens)
     if other is not None:
         _, other_writes, other_functions = _judge(other)
         writes = writes or other_writes
@@ -322,13 +293,13 @@ def _judge(tokens: list[Token]) -> tuple[str, bool, frozenset[str]]:
     code = statements[0]
     first = next((t for t in code if not (t.kind == OP and t.text == "(")), None)
     operation = first.text.upper()[:16] if first is not None and first.kind == WORD else "UNKNOWN"
-    if len(statements) > 1 or operation not in _READ_FIRST:
+    if len(statements) > 1 or operation not in READ_FIRST:
         return operation, True, frozenset()
     words = _keywords(code)
-    if operation == "EXPLAIN" and not words & _ANALYZE:
+    if operation == "EXPLAIN" and not words & ANALYZE:
         return operation, False, frozenset()  # plans the statement without running it
     functions, writer = _calls(code)
-    writes = writer or bool(words & _WRITE_WORDS) or _locks_rows(code)
+    writes = writer or bool(words & WRITE_WORDS) or _locks_rows(code)
     return operation, writes, functions
 
 
@@ -353,7 +324,7 @@ def _locks_rows(code: list[Token]) -> bool:
         token.kind == WORD
         and token.text.upper() == "FOR"
         and following.kind == WORD
-        and following.text.upper() in _ROW_LOCKS
+        and following.text.upper() in ROW_LOCKS
         for token, following in itertools.pairwise(code)
     )
 
@@ -373,10 +344,10 @@ def _calls(code: list[Token]) -> tuple[frozenset[str], bool]:
         schema: str | None = None
         if previous is not None and previous.text == "." and index >= 2:
             schema = _name(code[index - 2])
-        elif previous is not None and previous.kind == WORD and previous.text.lower() in _NAMING:
+        elif previous is not None and previous.kind == WORD and previous.text.lower() in NAMING:
             continue  # a column list: AS t(a, b), WITH RECURSIVE r(n)
         name = _name(token)
-        if name in _WRITER_FUNCTIONS or name.startswith(_WRITER_PREFIXES):
+        if name in WRITER_FUNCTIONS or name.startswith(WRITER_PREFIXES):
             writer = True
         elif not _harmless(token, schema, name):
             functions.add(name if schema is None else f"{schema}.{name}")
@@ -387,9 +358,9 @@ def _harmless(token: Token, schema: str | None, name: str) -> bool:
     """Whether ``name(`` is syntax, a type modifier or a side-effect-free built-in."""
     if token.kind != WORD:
         return False  # a quoted name is the user's own function
-    if schema is None and name in _NOT_CALLS:
+    if schema is None and name in NOT_CALLS:
         return True
-    return schema in (None, "pg_catalog") and name in _SAFE_FUNCTIONS
+    return schema in (None, "pg_catalog") and name in SAFE_FUNCTIONS
 
 
 def _name(token: Token) -> str:

@@ -243,6 +243,7 @@ def test_rolled_back_mark_keeps_permanent_errors_permanent() -> None:
         ('SELECT "place_order"(1)', False),
         ("SELECT count(*), max(id), now(), coalesce(a, 0), lower(b) FROM t", True),
         ("SELECT pg_catalog.count(*) FROM t", True),
+        ("SELECT pg_backend_pid() FROM pg_sleep(0.2)", True),
         ("SELECT evil.count(*) FROM t", False),
         ("SELECT a FROM t WHERE b IN (1, 2) AND EXISTS (SELECT 1)", True),
         ("SELECT CAST(a AS numeric(10, 2)) AS x FROM t", True),

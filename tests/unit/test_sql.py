@@ -21,6 +21,7 @@ from resilience_otel._sql import (
     SPACE,
     WORD,
     analyze,
+    analyze_and_scrub,
     is_read_only,
     strip_literals,
     tokenize,
@@ -202,6 +203,7 @@ def test_no_literal_or_comment_survives(fragments: list[Fragment], separators: l
     scrubbed = strip_literals(statement)
     assert MARKER not in scrubbed
     assert _squash(scrubbed) == _squash(_join(fragments, 1, separators))
+    assert analyze_and_scrub(statement) == (analyze(statement), scrubbed)
 
 
 @PROPERTY
