@@ -259,13 +259,13 @@ class _Renewer:
             return not self._lapsed
 
     def stop(self) -> None:
-        """End the thread."""
+        """End the thread (without waiting long on a renewal stuck on Redis: it is a daemon)."""
         with self._cond:
             self._stopped, self._entry = True, None
             self._cond.notify()
             thread = self._thread
         if thread is not None:
-            thread.join()
+            thread.join(max(1.0, 3 * self._interval))
 
     def _next(self) -> str | None:
         """Wait until the held entry is due for renewal; ``None`` once stopped."""

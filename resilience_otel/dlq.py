@@ -99,7 +99,8 @@ class ReplayResult:
 
 @runtime_checkable
 class DeadLetterQueue(Protocol):
-    """Where failed calls go. Implementations must be thread-safe and bounded."""
+    """Where failed calls go. Implementations must be thread-safe and bounded, and replays
+    running at once must never hand one entry to two handlers."""
 
     def put(self, letter: DeadLetter) -> DeadLetter | None:
         """Store ``letter``; when full, drop an entry rather than block or grow.
