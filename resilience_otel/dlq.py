@@ -18,6 +18,8 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from ._exceptions import ConfigError
+
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
 
@@ -230,8 +232,6 @@ def check_queue(value: object, name: str = "dead_letters") -> DeadLetterQueue | 
     """
     if value is None or (isinstance(value, DeadLetterQueue) and not isinstance(value, type)):
         return value
-    from ._exceptions import ConfigError
-
     shown = repr(value)
     shown = shown if len(shown) <= 80 else f"{shown[:77]}..."
     raise ConfigError(
