@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import logging
 import re
 import socket
 import subprocess
@@ -685,3 +686,22 @@ def test_readme_durable_dead_letters_example_runs(redis_backend: RedisBackend) -
     assert resent == ["POST https://api.test/v1/orders"]
     assert redis_backend.stored() == []
     assert namespace["dead"].dropped == 0
+
+
+def test_redis_letter_whose_claim_was_taken_mid_handler_is_still_deleted_and_logged(
+    redis_backend: RedisBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another consumer forcing the claim mid-handler: the handled letter is deleted, warned."""
+    caplog.set_level(logging.WARNING, logger="resilience_otel")
+    queue = redis_backend.queue(consumer="c1", claim_idle=0.2)
+    queue.put(letter("op-0"))
+    stream, client = redis_backend.stream, redis_backend.client
+
+    def handler(item: DeadLetter) -> None:
+        client.xclaim(stream, "replay", "intruder", 0, [item.id])  # as if c1 had stalled
+        time.sleep(0.2)  # the renewer (every claim_idle / 3) notices
+
+    assert queue.replay(handler) == ReplayResult(succeeded=1, failed=0)
+    assert redis_backend.stored() == []  # handled: never offered to the intruder again
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert [w for w in warnings if "claim lapsed" in w]
