@@ -210,11 +210,23 @@ def honour_copy_marks(classify: Classifier) -> Classifier:
         failure = classify(value, error)
         if failure is None or error is None:
             return failure
-        sent = getattr(error, _SENT_MARK, None)
-        if sent is None and error.__cause__ is not None:  # TimeoutError from the cancellation
-            sent = getattr(error.__cause__, _SENT_MARK, None)
+        sent = _mark_of(error)
         if sent is None or sent is failure.sent:
             return failure
-        return dataclasses.replace(failure, sent=bool(sent))
+        return dataclasses.replace(failure, sent=sent)
 
     return classify_copy
+
+
+def _mark_of(error: BaseException) -> bool | None:
+    """The mark on ``error`` or on what it was raised from: a timed-out attempt surfaces as a
+    ``TimeoutError`` raised from the attempt's cancellation (through a few layers)."""
+    current: BaseException | None = error
+    for _ in range(4):
+        if current is None:
+            return None
+        sent = getattr(current, _SENT_MARK, None)
+        if sent is not None:
+            return bool(sent)
+        current = current.__cause__
+    return None

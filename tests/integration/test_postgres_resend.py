@@ -23,6 +23,7 @@ import asyncpg
 import pytest
 from asyncpg import exceptions as pgx
 
+from resilience_otel import FailureKind, Observer
 from resilience_otel.asyncpg import ResilientPool, wrap
 from tests.support.faultproxy import FaultProxy
 
@@ -287,3 +288,36 @@ async def test_copy_reset_before_any_output_is_retried(
     await reset_while_sleeping(admin, proxy, big_table)
     assert await call == "COPY 1000"
     assert count_lines(chunks) == 1000
+
+
+class Retries(Observer):
+    """Records the reason of every retry."""
+
+    def __init__(self) -> None:
+        self.reasons: list[FailureKind] = []
+
+    def retry_scheduled(
+        self, service: str, client: str, attempt: int, delay: float, reason: FailureKind
+    ) -> None:
+        self.reasons.append(reason)
+
+
+@pytest.mark.anyio
+async def test_copy_timed_out_before_any_output_is_retried(
+    raw_pool: asyncpg.Pool, big_table: str, make_policy: PolicyFactory
+) -> None:
+    """A read-only COPY cut by call_timeout before its first row is retried (the timeout
+    surfaces from the cancelled attempt, which the output watch marked)."""
+    retries = Retries()
+    policy = make_policy(max_attempts=2, call_timeout=0.2)
+    pool = wrap(raw_pool, policy=policy, observers=[retries])
+    chunks: list[bytes] = []
+
+    async def sink(data: bytes) -> None:
+        chunks.append(data)
+
+    query = f"SELECT id FROM pg_sleep(0.5), {big_table} WHERE id <= 10"
+    with pytest.raises(TimeoutError):
+        await pool.copy_from_query(query, output=sink)
+    assert retries.reasons == [FailureKind.TIMEOUT]
+    assert chunks == []

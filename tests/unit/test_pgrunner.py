@@ -128,11 +128,14 @@ def test_mark_sent_wins_over_an_unsent_classification() -> None:
 
 
 def test_mark_on_the_cancelled_attempt_reaches_its_timeout() -> None:
-    """A timed-out attempt surfaces as TimeoutError raised from the marked cancellation."""
+    """A timed-out attempt surfaces as a TimeoutError raised (through layers) from the
+    marked cancellation."""
     cancelled = asyncio.CancelledError()
     setattr(cancelled, "_resilience_copy_sent", False)  # noqa: B010
+    inner = TimeoutError()
+    inner.__cause__ = cancelled
     try:
-        raise TimeoutError from cancelled
+        raise TimeoutError("attempt 1 exceeded call_timeout") from inner
     except TimeoutError as error:
         failure = classify(None, error)
     assert failure is not None
