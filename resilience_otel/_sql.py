@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -128,9 +129,10 @@ def tokenize(text: str, *, backslash_quotes: bool = False) -> list[Token]:
         backslash_quotes: read ``'..'`` as a server with ``standard_conforming_strings=off``
             does (a backslash escapes the next character).
     """
-    pattern = _PATTERN_BACKSLASH if backslash_quotes else _PATTERN
-    tokens: list[Token] = []
-    append = tokens.append
+    return list(_scan(text, _PATTERN_BACKSLASH if backslash_quotes else _PATTERN))
+
+
+def _scan(text: str, pattern: re.Pattern[str]) -> Iterator[Token]:
     position, end = 0, len(text)
     while position < end:
         # finditer runs the scan in C; only a block comment (which nests) stops it.
@@ -139,12 +141,11 @@ def tokenize(text: str, *, backslash_quotes: bool = False) -> list[Token]:
             start = match.start()
             if group == "block":
                 position = _comment_end(text, match.end())
-                append(Token(COMMENT, text[start:position], start))
+                yield Token(COMMENT, text[start:position], start)
                 break
-            append(Token(_KINDS[group], match.group(), start))
+            yield Token(_KINDS[group], match.group(), start)
         else:
-            break
-    return tokens
+            return
 
 
 def _comment_end(text: str, position: int) -> int:
@@ -243,7 +244,17 @@ class Analysis:
 
 def analyze(query: str) -> Analysis:
     """Read ``query``'s tokens: operation, whether it writes, which functions it calls."""
-    tokens = tokenize(query)
+    scan = _scan(query, _PATTERN)
+    tokens: list[Token] = []
+    for token in scan:  # up to the first word: most statements are decided there
+        tokens.append(token)
+        if token.kind in (SPACE, COMMENT) or (token.kind == OP and token.text in "(;"):
+            continue
+        operation = token.text.upper()[:16] if token.kind == WORD else "UNKNOWN"
+        if operation not in READ_FIRST:
+            return Analysis(operation, True, frozenset())
+        break
+    tokens.extend(scan)
     return _analysis(tokens, _other_reading(query, tokens))
 
 
