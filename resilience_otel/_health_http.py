@@ -1,5 +1,5 @@
-"""Health endpoints: one router, served as an ASGI app (no framework) or by a threaded
-HTTP server from the standard library.
+"""Health endpoints: one router, served as an ASGI app (no framework) or by the standalone
+server of :mod:`._health_server`.
 
 Routes: ``/health`` (overall; 200 healthy or degraded, 503 unhealthy), ``/health/{service}``,
 ``/breakers``, ``/metrics`` (Prometheus), ``/livez`` (the process answers) and ``/readyz``
@@ -9,12 +9,13 @@ Routes: ``/health`` (overall; 200 healthy or degraded, 503 unhealthy), ``/health
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Awaitable, Callable, MutableMapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .health import HealthMonitor
+from ._health_server import HealthServer, start_health_server
+
+if TYPE_CHECKING:
+    from .health import HealthMonitor
 
 __all__ = ["HealthServer", "health_app", "route", "serve_health"]
 
@@ -114,48 +115,35 @@ def health_app(
     return app
 
 
-class HealthServer:
-    """A running standalone health server; :meth:`shutdown` stops it."""
-
-    def __init__(self, server: ThreadingHTTPServer, thread: threading.Thread) -> None:
-        self._server = server
-        self._thread = thread
-        self.port: int = server.server_address[1]
-        """The port actually bound."""
-
-    def shutdown(self) -> None:
-        """Stop serving and close the socket."""
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=2.0)
-
-
 def serve_health(
-    monitor: HealthMonitor, *, port: int = 0, addr: str = "127.0.0.1", registry: Any = None
+    monitor: HealthMonitor,
+    *,
+    port: int = 0,
+    addr: str = "127.0.0.1",
+    registry: Any = None,
+    read_timeout: float = 5.0,
+    max_connections: int = 256,
 ) -> HealthServer:
-    """Serve the health routes from a background thread (``port=0`` picks a free port)."""
+    """Serve the health routes from one background thread (``port=0`` picks a free port).
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            status, ctype, body = route(monitor, self.path, registry)
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    Args:
+        port: the TCP port; 0 picks a free one (read it back from ``.port``).
+        addr: the address to bind. The default, ``127.0.0.1``, is reachable only from this
+            host; inside a Kubernetes pod, probes arrive on the pod IP: bind ``"0.0.0.0"``
+            (every interface: keep the port off any public Service or Ingress).
+        registry: the prometheus-client registry for ``/metrics`` (default: the global one).
+        read_timeout: seconds a connection may take to send a request head, and stay idle
+            between requests, before it is closed (0 to 300).
+        max_connections: connections open at once (1 to 100000); when all are taken a new
+            one evicts the connection that has waited longest for its request.
 
-        def do_HEAD(self) -> None:
-            status, ctype, body = route(monitor, self.path, registry)
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-
-        def log_message(self, format: str, *args: Any) -> None:  # keep probes out of stderr
-            return
-
-    server = ThreadingHTTPServer((addr, port), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, name="health-server", daemon=True)
-    thread.start()
-    return HealthServer(server, thread)
+    Raises:
+        ConfigError: a bad port, timeout or limit. OSError: the address cannot be bound.
+    """
+    return start_health_server(
+        lambda target: route(monitor, target, registry),
+        port=port,
+        addr=addr,
+        read_timeout=read_timeout,
+        max_connections=max_connections,
+    )
