@@ -162,8 +162,7 @@ async def test_function_call_is_resent_with_the_opt_in(
     make_policy: PolicyFactory,
     opt_in: str,
 ) -> None:
-    """With ``read_only_functions=True`` (or ``idempotent=True`` on the call) the caller
-    vouches for the function: it is resent, so this writing one runs twice."""
+    """``read_only_functions=True`` or ``idempotent=True`` resends it (this one runs twice)."""
     pool = wrap(
         raw_pool, policy=make_policy(call_timeout=5.0), read_only_functions=opt_in == "wrap"
     )
@@ -219,8 +218,7 @@ async def test_copy_is_never_resent_after_rows_reached_the_output(
     make_policy: PolicyFactory,
     output: str,
 ) -> None:
-    """A reset after the first rows reached the output: the output holds the table's rows
-    or the call fails; never more rows than the table has (no second copy appended)."""
+    """Reset after the first rows were written: the call fails, no second copy is appended."""
     pool = wrap(raw_pool, policy=make_policy(call_timeout=5.0))
     chunks: list[bytes] = []
 
@@ -251,8 +249,7 @@ async def test_copy_query_calling_a_function_is_not_resent_after_it_ran(
     orders: str,
     make_policy: PolicyFactory,
 ) -> None:
-    """``copy_from_query`` of a statement calling a writing function is not rerun, even
-    with no rows delivered yet."""
+    """A COPY of a query calling a writing function is not rerun, even before any rows."""
     pool = wrap(raw_pool, policy=make_policy(call_timeout=5.0))
     chunks: list[bytes] = []
 
@@ -275,8 +272,7 @@ async def test_copy_reset_before_any_output_is_retried(
     big_table: str,
     make_policy: PolicyFactory,
 ) -> None:
-    """A read-only COPY reset before its first row is resent: the output gets every row
-    exactly once."""
+    """A read-only COPY reset before its first row is resent; every row arrives once."""
     pool = wrap(raw_pool, policy=make_policy(call_timeout=5.0))
     chunks: list[bytes] = []
 
@@ -306,8 +302,7 @@ class Retries(Observer):
 async def test_copy_timed_out_before_any_output_is_retried(
     raw_pool: asyncpg.Pool, big_table: str, make_policy: PolicyFactory
 ) -> None:
-    """A read-only COPY cut by call_timeout before its first row is retried (the timeout
-    surfaces from the cancelled attempt, which the output watch marked)."""
+    """A read-only COPY cut by call_timeout before its first row is retried."""
     retries = Retries()
     policy = make_policy(max_attempts=2, call_timeout=0.2)
     pool = wrap(raw_pool, policy=policy, observers=[retries])

@@ -128,8 +128,7 @@ def test_mark_sent_wins_over_an_unsent_classification() -> None:
 
 
 def test_mark_on_the_cancelled_attempt_reaches_its_timeout() -> None:
-    """A timed-out attempt surfaces as a TimeoutError raised (through layers) from the
-    marked cancellation."""
+    """The mark is found on the cancellation a timeout is raised from, through layers."""
     cancelled = asyncio.CancelledError()
     setattr(cancelled, "_resilience_copy_sent", False)  # noqa: B010
     inner = TimeoutError()

@@ -197,8 +197,7 @@ def _squash(text: str) -> str:
 @PROPERTY
 @given(_fragments, st.lists(st.integers(0, len(_SEPARATORS) - 1), min_size=1, max_size=4))
 def test_no_literal_or_comment_survives(fragments: list[Fragment], separators: list[int]) -> None:
-    """Every literal of a generated statement becomes ``?``, every comment goes, and the
-    rest is kept exactly: no marker from a literal or comment reaches the output."""
+    """Literals become ``?``, comments go, the rest is kept exactly: no marker survives."""
     statement = _join(fragments, 0, separators)
     scrubbed = strip_literals(statement)
     assert MARKER not in scrubbed
@@ -223,8 +222,7 @@ _backslash_strings = _content.map(lambda c: "'" + c.replace("\\", "\\\\").replac
 @PROPERTY
 @given(st.lists(st.one_of(_backslash_strings, _kept.map(lambda f: f[0])), max_size=10))
 def test_strings_written_for_backslash_servers_never_leak(parts: list[str]) -> None:
-    """Strings escaped for ``standard_conforming_strings=off`` (``'it\\'s'``) are scrubbed
-    too, though the default reading ends them early."""
+    """Strings escaped for ``standard_conforming_strings=off`` never leak either."""
     assert MARKER not in strip_literals(" ".join(parts))
 
 
@@ -233,8 +231,7 @@ def test_strings_written_for_backslash_servers_never_leak(parts: list[str]) -> N
 def test_write_words_inside_literals_and_comments_do_not_count(
     hidden: list[Fragment],
 ) -> None:
-    """Write keywords hidden in literals and comments leave a SELECT read-only; a second
-    statement never does."""
+    """Write words in literals and comments keep a SELECT read-only; a second statement not."""
     words = " DELETE FROM t; INSERT INTO t DROP "
     fragments = [(text.replace(MARKER, words), kept) for text, kept in hidden]
     select = "SELECT " + " ".join(text for text, _ in fragments) + "\n FROM t"
@@ -263,8 +260,7 @@ def test_write_words_inside_literals_and_comments_do_not_count(
 def test_read_only_functions_opt_in(
     query: str, trusted: bool | frozenset[str], read_only: bool
 ) -> None:
-    """Trusting functions (all, or by name) makes calls resendable, never built-in writers,
-    several statements or row locks."""
+    """Trusted functions (all or named) are resendable; writing built-ins and locks never."""
     assert is_read_only(query, read_only_functions=trusted) is read_only
 
 
