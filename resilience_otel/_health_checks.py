@@ -16,15 +16,24 @@ import contextlib
 import inspect
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ._errortext import error_text
+from ._exceptions import ConfigError
+from ._validate import check_int
 
 if TYPE_CHECKING:
     from .health import HealthMonitor
 
-__all__ = ["LOG_EVERY", "CheckLog", "CheckRunner", "run_check"]
+__all__ = [
+    "LOG_EVERY",
+    "CheckLog",
+    "CheckRunner",
+    "client_check_arg",
+    "http_check_args",
+    "run_check",
+]
 
 _log = logging.getLogger("resilience_otel.health")
 
@@ -210,3 +219,28 @@ class CheckRunner:
             self._thread.join(timeout=2.0)
         if self._task is not None:
             self._task.cancel()
+
+
+def http_check_args(url: object, expect: object) -> frozenset[int]:
+    """Validate ``http_check``'s arguments; the set of accepted status codes."""
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise ConfigError(
+            f"http_check(url=...) must be an http:// or https:// URL, got {url!r}", field="url"
+        )
+    if isinstance(expect, int) or not isinstance(expect, Iterable):
+        raise ConfigError(
+            f"http_check(expect=...) must be a collection of status codes such as {{200, 204}}, "
+            f"got {expect!r}",
+            field="expect",
+        )
+    codes = frozenset(expect)
+    for code in codes:
+        check_int("http_check(expect=...) item", code, 100, 599)
+    return codes
+
+
+def client_check_arg(name: str, target: object, method: str, what: str) -> None:
+    """Raise ``TypeError`` unless ``target`` has a callable ``method`` (duck-typed clients)."""
+    inner = getattr(target, "raw", target)  # the package's wrappers keep the client as .raw
+    if not callable(getattr(inner, method, None)):
+        raise TypeError(f"{name} must be {what}, got {target!r}")

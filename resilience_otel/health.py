@@ -27,9 +27,23 @@ from . import _semconv as sc
 from ._clock import SYSTEM_CLOCK, Clock
 from ._config import HealthConfig, check_service_name
 from ._events import Observer
-from ._health_checks import CheckLog, CheckRunner, Outcome, run_check
+from ._health_checks import (
+    CheckLog,
+    CheckRunner,
+    Outcome,
+    client_check_arg,
+    http_check_args,
+    run_check,
+)
 from ._health_core import ServiceWindow, assess
-from ._validate import MAX_DURATION, check_callable, check_names, check_optional_float, check_type
+from ._validate import (
+    MAX_DURATION,
+    check_bool,
+    check_callable,
+    check_names,
+    check_optional_float,
+    check_type,
+)
 
 if TYPE_CHECKING:
     from ._breaker import BreakerSnapshot, CircuitBreaker, StateChange
@@ -191,6 +205,7 @@ class HealthMonitor(Observer):
 
     def record_check(self, service: str, ok: bool) -> None:
         """Count the result of an active check of ``service``."""
+        check_bool("record_check(ok=...)", ok)
         state = self._service(service)
         with self._lock:
             state.consecutive_failures = 0 if ok else state.consecutive_failures + 1
@@ -413,7 +428,7 @@ def http_check(url: str, *, expect: Iterable[int] = range(200, 400)) -> HealthCh
     """GET ``url`` (plain httpx, no retries); healthy when the status is in ``expect``."""
     import httpx
 
-    allowed = frozenset(expect)
+    allowed = http_check_args(url, expect)
     # Loading the CA bundle takes tens of ms of CPU: do it once here, not on the loop per run.
     ssl_context = httpx.create_ssl_context()
 
@@ -427,6 +442,7 @@ def http_check(url: str, *, expect: Iterable[int] = range(200, 400)) -> HealthCh
 
 def redis_check(client: Any) -> HealthCheck:
     """PING a ``redis.Redis`` or ``redis.asyncio.Redis`` client."""
+    client_check_arg("redis_check(client=...)", client, "ping", "a redis.Redis client")
     # redis.asyncio's ping() is a plain def returning a coroutine; its execute_command is async.
     if inspect.iscoroutinefunction(client.ping) or inspect.iscoroutinefunction(
         getattr(client, "execute_command", None)
@@ -445,6 +461,10 @@ def redis_check(client: Any) -> HealthCheck:
 
 def postgres_check(target: Any) -> HealthCheck:
     """``SELECT 1`` on an asyncpg pool or connection (wrapped or raw), or a DSN string."""
+    if not isinstance(target, str):
+        client_check_arg(
+            "postgres_check(target=...)", target, "fetchval", "an asyncpg pool or connection"
+        )
 
     async def check() -> bool:
         if isinstance(target, str):

@@ -24,6 +24,7 @@ from resilience_otel import (
 )
 from resilience_otel._validate import check_bool, check_names, check_type
 from resilience_otel.asyncpg import wrap
+from resilience_otel.health import http_check, postgres_check, redis_check
 from resilience_otel.redis import RedisBreakerStore, instrument
 
 if TYPE_CHECKING:
@@ -302,3 +303,46 @@ def test_breaker_store_needs_a_sync_redis_client(client: object) -> None:
     """The store runs its script synchronously: an async client is refused up front."""
     with pytest.raises(TypeError, match=r"RedisBreakerStore\(client=...\) must be a sync"):
         RedisBreakerStore(client)  # type: ignore[arg-type]
+
+
+# -- built-in checks ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"url": "quotes.internal/health"}, "url"),
+        ({"url": None}, "url"),
+        ({"url": "http://q/health", "expect": 200}, "expect"),
+        ({"url": "http://q/health", "expect": "200"}, "expect"),
+        ({"url": "http://q/health", "expect": [200, 700]}, "expect"),
+        ({"url": "http://q/health", "expect": ["200"]}, "expect"),
+    ],
+)
+def test_http_check_arguments_are_validated(kwargs: dict[str, Any], name: str) -> None:
+    """A URL without a scheme or expect=200 (not a set) raises ConfigError at once."""
+    error = config_error(lambda: http_check(**kwargs))
+    assert f"http_check({name}=...)" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("build", "name"),
+    [
+        (lambda: redis_check("redis://localhost"), "redis_check(client=...)"),
+        (lambda: redis_check(None), "redis_check(client=...)"),
+        (lambda: postgres_check(None), "postgres_check(target=...)"),
+        (lambda: postgres_check(5432), "postgres_check(target=...)"),
+    ],
+)
+def test_client_checks_need_a_client(build: Callable[[], object], name: str) -> None:
+    """redis_check("x") raises TypeError naming the argument when built, not at each run."""
+    with pytest.raises(TypeError, match=re.escape(name)):
+        build()
+
+
+def test_record_check_ok_must_be_a_bool() -> None:
+    """record_check(ok="no") is refused instead of counting as a pass."""
+    watcher = monitor()
+    error = config_error(lambda: watcher.record_check("quotes", "no"))  # type: ignore[arg-type]
+    assert "record_check(ok=...)" in str(error)
+    assert watcher.status("quotes").consecutive_failures == 0
