@@ -8,7 +8,7 @@ value and the allowed range. Derive variants with :func:`dataclasses.replace`.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
@@ -343,8 +343,11 @@ class Policy:
                 f"Policy.retry must be a RetryConfig, got {self.retry!r}", field="Policy.retry"
             )
         check_bool("Policy.telemetry", self.telemetry)
+        given: Iterable[str] = self.dead_letter_on
+        if isinstance(given, str):  # one reason, as retry_on takes one class (not its letters)
+            given = (given,)
         try:
-            reasons = frozenset(DeadLetterReason(r) for r in self.dead_letter_on)
+            reasons = frozenset(DeadLetterReason(r) for r in given)
         except (TypeError, ValueError) as exc:
             allowed = ", ".join(r.value for r in DeadLetterReason)
             raise ConfigError(

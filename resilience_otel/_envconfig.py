@@ -244,6 +244,7 @@ def policies_from_mapping(config: Mapping[str, object]) -> dict[str, Policy]:
 
 def load_policies(path: str | os.PathLike[str]) -> dict[str, Policy]:
     """Read a TOML file whose top-level tables are services; see :func:`policies_from_mapping`."""
+    check_type("load_policies(path=...)", path, (str, os.PathLike), "a file path")
     try:
         data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:

@@ -12,11 +12,13 @@ import pytest
 from resilience_otel import (
     BreakerConfig,
     ConfigError,
+    DeadLetterReason,
     HealthConfig,
     Policy,
     RetryConfig,
     RetryOverride,
     _envvalues,
+    load_policies,
     policies_from_mapping,
 )
 
@@ -279,3 +281,16 @@ def test_health_check_interval_of_30_ms_warns(caplog: pytest.LogCaptureFixture) 
     caplog.set_level(logging.WARNING, "resilience_otel.config")
     assert math.isclose(HealthConfig.from_env({"HEALTH_CHECK_INTERVAL": "30"}).check_interval, 0.03)
     assert len(warnings_about(caplog, "HEALTH_CHECK_INTERVAL")) == 1
+
+
+def test_dead_letter_on_takes_one_reason_as_a_string() -> None:
+    """dead_letter_on="circuit_open" means that one reason, as retry_on takes one class."""
+    policy = Policy(service="q", dead_letter_on="circuit_open")  # type: ignore[arg-type]
+    assert policy.dead_letter_on == frozenset({DeadLetterReason.CIRCUIT_OPEN})
+
+
+@pytest.mark.parametrize("path", [None, 5, ["a.toml"]])
+def test_load_policies_needs_a_path(path: object) -> None:
+    """load_policies(None) raises a TypeError naming the argument."""
+    with pytest.raises(TypeError, match=r"load_policies\(path=...\) must be a file path"):
+        load_policies(path)  # type: ignore[arg-type]
