@@ -125,7 +125,11 @@ async def run_check(
     except Exception as exc:
         return False, _describe(exc)
     while True:
-        done, _ = await asyncio.wait({pending}, timeout=max(0.0, deadline - loop.time()))
+        try:
+            done, _ = await asyncio.wait({pending}, timeout=max(0.0, deadline - loop.time()))
+        except asyncio.CancelledError:  # the runner is stopping: take the check with it
+            pending.cancel()
+            raise
         if not done:
             if isinstance(pending, asyncio.Task):
                 pending.cancel()  # a thread cannot be stopped: its future stays pending

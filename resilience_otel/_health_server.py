@@ -6,7 +6,8 @@ socket and a small buffer, never a thread. At most ``max_connections`` are open 
 connection arriving when all are taken evicts the one that has waited longest for its request
 head, so clients that connect and send nothing cannot lock probes out (they are answered in
 milliseconds, never queued behind them). A client that disconnects mid-request is dropped
-quietly. Only ``GET`` and ``HEAD`` are served; request bodies are not read.
+quietly. Only ``GET`` and ``HEAD`` are served; request bodies are not read. Routes run on the
+server's thread: they read the monitor under its lock and never do I/O.
 """
 
 from __future__ import annotations
