@@ -15,8 +15,9 @@ from types import MappingProxyType
 
 from ._classify import ErrorClass, FailureKind
 from ._exceptions import ConfigError
+from ._health_config import HealthConfig
 from ._redact import RedactionConfig
-from ._validate import MAX_COUNT, MAX_DURATION, check_bool, check_float, check_int
+from ._validate import MAX_COUNT, MAX_DURATION, check_bool, check_int, set_field, set_float
 from .dlq import DeadLetterReason
 
 __all__ = [
@@ -54,27 +55,6 @@ def check_service_name(field: str, value: object) -> str:
             field=field,
         )
     return value
-
-
-def _set(obj: object, name: str, value: object) -> None:
-    object.__setattr__(obj, name, value)
-
-
-def _set_float(
-    obj: object,
-    prefix: str,
-    name: str,
-    low: float,
-    high: float,
-    *,
-    low_open: bool = False,
-    optional: bool = False,
-) -> None:
-    """Validate the number field ``name`` of ``obj`` and store it as a float."""
-    value = getattr(obj, name)
-    if optional and value is None:
-        return
-    _set(obj, name, check_float(prefix + name, value, low, high, low_open=low_open))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -119,17 +99,17 @@ class BreakerConfig:
     def __post_init__(self) -> None:
         name = "BreakerConfig."
         check_int(name + "failure_threshold", self.failure_threshold, 1, MAX_COUNT)
-        _set_float(self, name, "monitoring_period", 0.0, MAX_DURATION, low_open=True)
-        _set_float(self, name, "reset_timeout", 0.0, MAX_DURATION, low_open=True)
-        _set_float(self, name, "call_timeout", 0.0, MAX_DURATION, low_open=True, optional=True)
+        set_float(self, name, "monitoring_period", 0.0, MAX_DURATION, low_open=True)
+        set_float(self, name, "reset_timeout", 0.0, MAX_DURATION, low_open=True)
+        set_float(self, name, "call_timeout", 0.0, MAX_DURATION, low_open=True, optional=True)
         check_int(name + "half_open_max_calls", self.half_open_max_calls, 1, 10_000)
         check_int(name + "success_threshold", self.success_threshold, 1, 10_000)
-        _set_float(self, name, "failure_rate_threshold", 0.0, 1.0, low_open=True, optional=True)
+        set_float(self, name, "failure_rate_threshold", 0.0, 1.0, low_open=True, optional=True)
         check_int(name + "minimum_calls", self.minimum_calls, 1, MAX_COUNT)
-        _set_float(
+        set_float(
             self, name, "slow_call_threshold", 0.0, MAX_DURATION, low_open=True, optional=True
         )
-        _set_float(self, name, "slow_call_rate_threshold", 0.0, 1.0, low_open=True, optional=True)
+        set_float(self, name, "slow_call_rate_threshold", 0.0, 1.0, low_open=True, optional=True)
         check_int(name + "window_buckets", self.window_buckets, 1, 1000)
         if self.slow_call_rate_threshold is not None and self.slow_call_threshold is None:
             raise ConfigError(
@@ -156,9 +136,9 @@ class RetryOverride:
         name = "RetryOverride."
         if self.max_attempts is not None:
             check_int(name + "max_attempts", self.max_attempts, 1, 100)
-        _set_float(self, name, "base_delay", 0.0, 3600.0, optional=True)
-        _set_float(self, name, "max_delay", 0.0, MAX_DURATION, optional=True)
-        _set_float(self, name, "multiplier", 1.0, 100.0, optional=True)
+        set_float(self, name, "base_delay", 0.0, 3600.0, optional=True)
+        set_float(self, name, "max_delay", 0.0, MAX_DURATION, optional=True)
+        set_float(self, name, "multiplier", 1.0, 100.0, optional=True)
         base, cap = self.base_delay, self.max_delay
         if base is not None and cap is not None and cap < base:
             raise ConfigError(
@@ -181,13 +161,9 @@ class RetryBudgetConfig:
 
     def __post_init__(self) -> None:
         name = "RetryBudgetConfig."
-        _set(self, "ratio", check_float(name + "ratio", self.ratio, 0.0, 100.0))
-        _set(
-            self,
-            "min_retries_per_second",
-            check_float(name + "min_retries_per_second", self.min_retries_per_second, 0.0, 1e6),
-        )
-        _set(self, "window", check_float(name + "window", self.window, 0.0, 3600.0, low_open=True))
+        set_float(self, name, "ratio", 0.0, 100.0)
+        set_float(self, name, "min_retries_per_second", 0.0, 1e6)
+        set_float(self, name, "window", 0.0, 3600.0, low_open=True)
 
 
 def _coerce_error_classes(value: object) -> frozenset[ErrorClass]:
@@ -270,32 +246,32 @@ class RetryConfig:
     def __post_init__(self) -> None:
         name = "RetryConfig."
         check_int(name + "max_attempts", self.max_attempts, 1, 100)
-        _set_float(self, name, "base_delay", 0.0, 3600.0)
-        _set_float(self, name, "max_delay", 0.0, MAX_DURATION)
+        set_float(self, name, "base_delay", 0.0, 3600.0)
+        set_float(self, name, "max_delay", 0.0, MAX_DURATION)
         if self.max_delay < self.base_delay:
             raise ConfigError(
                 f"{name}max_delay must be >= base_delay ({self.base_delay!r}), "
                 f"got {self.max_delay!r}",
                 field=name + "max_delay",
             )
-        _set_float(self, name, "multiplier", 1.0, 100.0)
+        set_float(self, name, "multiplier", 1.0, 100.0)
         try:
-            _set(self, "jitter", Jitter(self.jitter))
+            set_field(self, "jitter", Jitter(self.jitter))
         except ValueError as exc:
             allowed = ", ".join(j.value for j in Jitter)
             raise ConfigError(
                 f"{name}jitter must be one of {allowed}, got {self.jitter!r}", field=name + "jitter"
             ) from exc
-        _set(self, "retry_on", _coerce_error_classes(self.retry_on))
-        _set_float(self, name, "max_retry_after", 0.0, MAX_DURATION)
-        _set_float(self, name, "total_timeout", 0.0, MAX_DURATION, low_open=True, optional=True)
+        set_field(self, "retry_on", _coerce_error_classes(self.retry_on))
+        set_float(self, name, "max_retry_after", 0.0, MAX_DURATION)
+        set_float(self, name, "total_timeout", 0.0, MAX_DURATION, low_open=True, optional=True)
         if self.budget is not None and not isinstance(self.budget, RetryBudgetConfig):
             raise ConfigError(
                 f"{name}budget must be a RetryBudgetConfig or None, got {self.budget!r}",
                 field=name + "budget",
             )
         check_bool(name + "respect_retry_after", self.respect_retry_after)
-        _set(self, "by_kind", _coerce_by_kind(self.by_kind))
+        set_field(self, "by_kind", _coerce_by_kind(self.by_kind))
 
 
 _DEFAULT_DEAD_LETTER_ON = frozenset(
@@ -355,7 +331,7 @@ class Policy:
                 f"got {self.dead_letter_on!r}",
                 field="Policy.dead_letter_on",
             ) from exc
-        _set(self, "dead_letter_on", reasons)
+        set_field(self, "dead_letter_on", reasons)
 
     @classmethod
     def from_env(cls, service: str, environ: Mapping[str, str] | None = None) -> Policy:
@@ -370,56 +346,3 @@ class Policy:
         from ._envconfig import policy_from_env
 
         return policy_from_env(cls, service, environ)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class HealthConfig:
-    """Health monitor settings.
-
-    Args:
-        check_interval: seconds between active checks of a service; at most 86400.
-        check_timeout: an active check slower than this fails, seconds; at most 3600.
-        alert_threshold: availability below this makes a service unhealthy (0..1).
-        degraded_threshold: availability below this makes it degraded (0..1, >= alert).
-        latency_target: a p95 response time above this, seconds, makes it degraded and
-            lowers its score; at most 3600.
-        window: the recent window that availability and latency are judged over, seconds;
-            at most 86400.
-        window_buckets: buckets of that window (memory is fixed by this); 1 to 1000.
-        minimum_calls: calls the window must hold before availability is judged; 1 to 10**9.
-        failures_to_unhealthy: consecutive failed active checks that make it unhealthy;
-            1 to 1000.
-    """
-
-    check_interval: float = 30.0
-    check_timeout: float = 5.0
-    alert_threshold: float = 0.95
-    degraded_threshold: float = 0.99
-    latency_target: float = 1.0
-    window: float = 300.0
-    window_buckets: int = 30
-    minimum_calls: int = 10
-    failures_to_unhealthy: int = 3
-
-    def __post_init__(self) -> None:
-        name = "HealthConfig."
-        _set_float(self, name, "check_interval", 0.0, MAX_DURATION, low_open=True)
-        _set_float(self, name, "check_timeout", 0.0, 3600.0, low_open=True)
-        _set_float(self, name, "latency_target", 0.0, 3600.0, low_open=True)
-        _set_float(self, name, "window", 0.0, MAX_DURATION, low_open=True)
-        _set_float(self, name, "alert_threshold", 0.0, 1.0)
-        _set_float(self, name, "degraded_threshold", self.alert_threshold, 1.0)
-        check_int(name + "window_buckets", self.window_buckets, 1, 1000)
-        check_int(name + "minimum_calls", self.minimum_calls, 1, MAX_COUNT)
-        check_int(name + "failures_to_unhealthy", self.failures_to_unhealthy, 1, 1000)
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> HealthConfig:
-        """Read ``HEALTH_CHECK_INTERVAL`` (ms) and ``HEALTH_ALERT_THRESHOLD`` (0..1).
-
-        Raises:
-            ConfigError: naming the variable and its value when one is malformed.
-        """
-        from ._envconfig import health_from_env
-
-        return health_from_env(cls, environ)

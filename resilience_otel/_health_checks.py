@@ -16,7 +16,7 @@ import contextlib
 import inspect
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ._errortext import error_text
@@ -30,6 +30,7 @@ __all__ = [
     "LOG_EVERY",
     "CheckLog",
     "CheckRunner",
+    "HealthCheck",
     "client_check_arg",
     "http_check_args",
     "run_check",
@@ -39,6 +40,9 @@ _log = logging.getLogger("resilience_otel.health")
 
 LOG_EVERY = 60.0
 """Seconds between two logged failures of one service's checks."""
+
+HealthCheck = Callable[[], object] | Callable[[], Awaitable[object]]
+"""A check: returns (or resolves to) anything but ``False`` when healthy; raising fails it."""
 
 Outcome = tuple[bool, str]
 """Whether the check passed, and what went wrong when it did not."""

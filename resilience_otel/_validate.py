@@ -24,6 +24,8 @@ __all__ = [
     "check_names",
     "check_optional_float",
     "check_type",
+    "set_field",
+    "set_float",
 ]
 
 MAX_DURATION = 86_400.0
@@ -111,3 +113,25 @@ def check_callable(field: str, value: object) -> Callable[..., object]:
     if not callable(value):
         raise TypeError(f"{field} must be callable, got {value!r}")
     return value
+
+
+def set_field(obj: object, name: str, value: object) -> None:
+    """Store ``value`` in a field of a frozen dataclass (during its validation)."""
+    object.__setattr__(obj, name, value)
+
+
+def set_float(
+    obj: object,
+    prefix: str,
+    name: str,
+    low: float,
+    high: float,
+    *,
+    low_open: bool = False,
+    optional: bool = False,
+) -> None:
+    """Validate the number field ``name`` of ``obj`` and store it as a float."""
+    value = getattr(obj, name)
+    if optional and value is None:
+        return
+    set_field(obj, name, check_float(prefix + name, value, low, high, low_open=low_open))

@@ -12,11 +12,10 @@ the engine (passive) and optional active checks (HTTP GET, Redis PING, PostgreSQ
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import threading
 import weakref
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -27,12 +26,12 @@ from . import _semconv as sc
 from ._clock import SYSTEM_CLOCK, Clock
 from ._config import HealthConfig, check_service_name
 from ._events import Observer
+from ._health_builtins import http_check, postgres_check, redis_check
 from ._health_checks import (
     CheckLog,
     CheckRunner,
+    HealthCheck,
     Outcome,
-    client_check_arg,
-    http_check_args,
     run_check,
 )
 from ._health_core import ServiceWindow, assess
@@ -65,9 +64,6 @@ __all__ = [
 
 _log = logging.getLogger("resilience_otel.health")
 _RANK = {"healthy": 0, "degraded": 1, "unhealthy": 2}
-
-HealthCheck = Callable[[], object] | Callable[[], Awaitable[object]]
-"""A check: returns (or resolves to) anything but ``False`` when healthy; raising fails it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -421,64 +417,6 @@ class HealthMonitor(Observer):
 def _worst_breaker(states: list[str]) -> str | None:
     order = ("closed", "forced_closed", "half_open", "open", "forced_open")
     return max(states, key=order.index) if states else None
-
-
-# -- built-in checks -------------------------------------------------------------------------------
-def http_check(url: str, *, expect: Iterable[int] = range(200, 400)) -> HealthCheck:
-    """GET ``url`` (plain httpx, no retries); healthy when the status is in ``expect``."""
-    import httpx
-
-    allowed = http_check_args(url, expect)
-    # Loading the CA bundle takes tens of ms of CPU: do it once here, not on the loop per run.
-    ssl_context = httpx.create_ssl_context()
-
-    async def check() -> bool:
-        async with httpx.AsyncClient(verify=ssl_context) as client:
-            response = await client.get(url)
-        return response.status_code in allowed
-
-    return check
-
-
-def redis_check(client: Any) -> HealthCheck:
-    """PING a ``redis.Redis`` or ``redis.asyncio.Redis`` client."""
-    client_check_arg("redis_check(client=...)", client, "ping", "a redis.Redis client")
-    # redis.asyncio's ping() is a plain def returning a coroutine; its execute_command is async.
-    if inspect.iscoroutinefunction(client.ping) or inspect.iscoroutinefunction(
-        getattr(client, "execute_command", None)
-    ):
-
-        async def check_async() -> bool:
-            return bool(await client.ping())
-
-        return check_async
-
-    def check_sync() -> bool:
-        return bool(client.ping())
-
-    return check_sync
-
-
-def postgres_check(target: Any) -> HealthCheck:
-    """``SELECT 1`` on an asyncpg pool or connection (wrapped or raw), or a DSN string."""
-    if not isinstance(target, str):
-        client_check_arg(
-            "postgres_check(target=...)", target, "fetchval", "an asyncpg pool or connection"
-        )
-
-    async def check() -> bool:
-        if isinstance(target, str):
-            import asyncpg
-
-            connection = await asyncpg.connect(target)
-            try:
-                return bool(await connection.fetchval("SELECT 1") == 1)
-            finally:
-                await connection.close()
-        raw = getattr(target, "raw", target)
-        return bool(await raw.fetchval("SELECT 1") == 1)
-
-    return check
 
 
 from ._health_http import HealthServer, health_app, serve_health  # noqa: E402  (needs HealthMonitor)
