@@ -111,6 +111,17 @@ def _check_order(values: dict[str, dict[str, Any]], source: dict[str, str], cls:
         )
 
 
+def _check_needs(values: dict[str, dict[str, Any]], source: dict[str, str]) -> None:
+    """CB_SLOW_CALL_RATE_THRESHOLD needs CB_SLOW_CALL_THRESHOLD: name the one that was set."""
+    breaker = values["breaker"]
+    if "slow_call_rate_threshold" in breaker and "slow_call_threshold" not in breaker:
+        given = source["slow_call_rate_threshold"]
+        raise ConfigError(
+            f"{given} needs CB_SLOW_CALL_THRESHOLD (ms) as well: which calls count as slow",
+            field=given.partition("=")[0],
+        )
+
+
 def _named(exc: ConfigError, source: dict[str, str]) -> ConfigError:
     """``exc`` restated with the variable behind its field, when one is."""
     bad = source.get((exc.field or "").rpartition(".")[2])
@@ -129,6 +140,7 @@ def policy_from_env(
     env = _check_environ(environ)
     values, source = _read(env, ENV_VARS, env_prefix(service))
     _check_order(values, source, RetryConfig)
+    _check_needs(values, source)
     redaction = redaction_from_env(env, env_prefix(service))
     try:
         return policy_cls(

@@ -294,3 +294,12 @@ def test_load_policies_needs_a_path(path: object) -> None:
     """load_policies(None) raises a TypeError naming the argument."""
     with pytest.raises(TypeError, match=r"load_policies\(path=...\) must be a file path"):
         load_policies(path)  # type: ignore[arg-type]
+
+
+def test_slow_call_rate_alone_names_its_variable() -> None:
+    """CB_SLOW_CALL_RATE_THRESHOLD without CB_SLOW_CALL_THRESHOLD names both variables."""
+    environ = {"ALPACA_CB_SLOW_CALL_RATE_THRESHOLD": "0.5"}
+    error = config_error(lambda: Policy.from_env("alpaca", environ))
+    assert error.field == "ALPACA_CB_SLOW_CALL_RATE_THRESHOLD"
+    assert "ALPACA_CB_SLOW_CALL_RATE_THRESHOLD='0.5'" in str(error)
+    assert "CB_SLOW_CALL_THRESHOLD" in str(error)
