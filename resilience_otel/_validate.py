@@ -104,8 +104,12 @@ def check_type(
     """Raise ``TypeError`` unless ``value`` is an instance of ``expected``."""
     if not isinstance(value, expected):
         types = (expected,) if isinstance(expected, type) else expected
-        wanted = what or " or ".join(f"a {t.__name__}" for t in types)
+        wanted = what or " or ".join(_article(t.__name__) for t in types)
         raise TypeError(f"{field} must be {wanted}, got {value!r}")
+
+
+def _article(name: str) -> str:
+    return f"an {name}" if name[:1].lower() in "aeiou" else f"a {name}"
 
 
 def check_callable(field: str, value: object) -> Callable[..., object]:

@@ -85,7 +85,7 @@ def test_check_names_accepts_any_collection_of_names() -> None:
 
 def test_check_type_names_the_argument_and_the_types() -> None:
     """The TypeError names the argument, what was expected and what was given."""
-    with pytest.raises(TypeError, match=r"arg must be a int or a str, got 2\.5"):
+    with pytest.raises(TypeError, match=r"arg must be an int or a str, got 2\.5"):
         check_type("arg", 2.5, (int, str))
 
 
@@ -135,7 +135,7 @@ def test_transport_must_be_of_its_own_kind(cls: type, wrong: object) -> None:
     [
         ("breaker", "quotes", "breaker=...) must be a CircuitBreaker"),
         ("observers", monitor, "observers=...) must be a list of Observer"),
-        ("observers", ["monitor"], "observers=...) item must be a Observer"),
+        ("observers", ["monitor"], "observers=...) item must be an Observer"),
         ("classifier", "http", "classifier=...) must be callable"),
         ("clock", 5, "clock=...) must be a Clock"),
         ("rng", 42, "rng=...) must be a Random"),
