@@ -15,13 +15,13 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from ._clock import SYSTEM_CLOCK, Clock
+from ._config import BreakerConfig
 from ._exceptions import CircuitOpenError
+from ._validate import check_type
 from ._window import RollingWindow
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-
-    from ._config import BreakerConfig
 
 __all__ = ["BreakerSnapshot", "BreakerState", "CircuitBreaker", "StateChange"]
 
@@ -75,6 +75,9 @@ class CircuitBreaker:
     """
 
     def __init__(self, config: BreakerConfig, *, name: str, clock: Clock = SYSTEM_CLOCK) -> None:
+        check_type("CircuitBreaker(config=...)", config, BreakerConfig)
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"CircuitBreaker(name=...) must be a non-empty string, got {name!r}")
         self.config = config
         self.name = name
         self._clock = clock

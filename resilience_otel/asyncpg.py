@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 import asyncpg
 from asyncpg import exceptions as pgx
 
+from ._argcheck import check_shell_args
 from ._breaker import CircuitBreaker
 from ._clock import SYSTEM_CLOCK, Clock
 from ._config import Policy
@@ -37,6 +38,7 @@ from ._exceptions import CircuitOpenError, mix_with
 from ._pgclassify import ROLLED_BACK_MARK, classify_postgres
 from ._pgrunner import Runner, honour_copy_marks, trusted_functions
 from ._sql import is_read_only, operation_name, strip_literals
+from ._validate import check_bool, check_callable, check_type
 from .dlq import DeadLetterQueue
 
 __all__ = [
@@ -290,6 +292,15 @@ def wrap(
         Others: as for the httpx transports (``classifier`` defaults to
             :func:`classify_postgres`).
     """
+    check_type(
+        "wrap(target=...)", target,
+        (asyncpg.Connection, asyncpg.Pool, asyncpg.pool.PoolConnectionProxy),
+        "an asyncpg.Connection or asyncpg.Pool",
+    )  # fmt: skip
+    check_shell_args(
+        "wrap", policy=policy, classifier=classifier, breaker=breaker, observers=observers,
+        clock=clock, rng=rng, flags={"record_query": record_query},
+    )  # fmt: skip
     runner = _make_runner(
         target, policy=policy, classifier=classifier, breaker=breaker, dead_letters=dead_letters,
         observers=observers, tracer_provider=tracer_provider, meter_provider=meter_provider,
@@ -316,6 +327,9 @@ async def run_in_transaction(
     ``fn`` must be safe to run again (no side effects outside the database). Pass a
     :class:`ResilientPool` to share its breaker and telemetry, or a raw pool with ``policy``.
     """
+    check_callable("run_in_transaction(fn=...)", fn)
+    check_bool("run_in_transaction(readonly=...)", readonly)
+    check_bool("run_in_transaction(deferrable=...)", deferrable)
     if isinstance(pool, ResilientPool):
         runner, raw = pool._runner, pool.raw
     else:

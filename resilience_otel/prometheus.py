@@ -21,6 +21,8 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
 from prometheus_client import CollectorRegistry, make_asgi_app, make_wsgi_app, start_http_server
 
+from ._validate import check_bool, check_int
+
 if TYPE_CHECKING:
     import threading
     from wsgiref.simple_server import WSGIServer
@@ -87,6 +89,9 @@ def setup_prometheus(
         resource: the OTel resource (``service.name`` etc.).
         views: SDK views, e.g. to change histogram buckets.
     """
+    check_bool("setup_prometheus(set_global=...)", set_global)
+    if port is not None:
+        check_int("setup_prometheus(port=...)", port, 0, 65535)
     registry = registry if registry is not None else CollectorRegistry()
     reader = PrometheusMetricReader(registry=registry)
     provider = MeterProvider(

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import threading
 
+from ._validate import check_float
+
 __all__ = ["FakeClock"]
 
 
@@ -24,8 +26,8 @@ class FakeClock:
     """
 
     def __init__(self, start: float = 1000.0, wall: float = 1_767_225_600.0) -> None:
-        self._now = start
-        self._wall_offset = wall - start
+        self._now = check_float("FakeClock(start=...)", start, -1e15, 1e15)
+        self._wall_offset = check_float("FakeClock(wall=...)", wall, -1e15, 1e15) - self._now
         self._lock = threading.Lock()
         self.sleeps: list[float] = []
         """Every sleep requested, in order (handy for asserting backoff)."""
