@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ._errortext import error_text
 from ._outbox import letter_from_json
 from .dlq import DeadLetter, ReplayResult
 
@@ -283,7 +284,9 @@ class _Renewer:
             try:
                 ours = self._renew(entry_id) == _OURS
             except Exception as exc:  # Redis unreachable: try again next interval
-                _log.warning("%s: could not renew dead letter %s (%s)", self._name, entry_id, exc)
+                _log.warning(
+                    "%s: could not renew dead letter %s (%s)", self._name, entry_id, error_text(exc)
+                )
                 continue
             if not ours:
                 with self._cond:

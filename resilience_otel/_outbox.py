@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
+from ._errortext import error_text
 from ._validate import check_int
 from .dlq import DeadLetter, DeadLetterReason
 
@@ -213,7 +214,7 @@ class Outbox:
     def _failed(self, batch: list[DeadLetter], exc: Exception) -> bool:
         """Put what is left of ``batch`` back and wait to retry; ``False`` once closed."""
         if not self._failing:
-            _log.warning("%s: store unreachable (%s); buffering", self._name, exc)
+            _log.warning("%s: store unreachable (%s); buffering", self._name, error_text(exc))
             self._failing = True
         with self._cond:
             self._batch = []

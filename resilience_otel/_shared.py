@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._breaker import BreakerSnapshot, BreakerState, CircuitBreaker, StateChange
 from ._clock import SYSTEM_CLOCK, Clock
+from ._errortext import error_text
 from ._exceptions import CircuitOpenError, ConfigError
 from ._shared_lua import BREAKER_LUA
 from ._validate import check_float, check_type
@@ -348,7 +349,7 @@ class SharedCircuitBreaker(CircuitBreaker):
                 "Redis user's permissions",
                 self.name,
                 type(error).__name__,
-                str(error)[:200],
+                error_text(error)[:200],
                 self.store.prefix,
             )
 

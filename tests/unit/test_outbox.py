@@ -207,6 +207,28 @@ def test_store_failure_logs_one_warning_while_it_lasts(
     assert store.attempts == 6
 
 
+def test_store_failure_warning_carries_no_credentials(
+    outboxes: list[Outbox], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A store error naming a DSN with a password is logged with the password redacted."""
+    caplog.set_level(logging.WARNING, logger="resilience_otel")
+    calls: list[int] = []
+
+    def write(batch: list[DeadLetter]) -> None:
+        calls.append(len(batch))
+        if len(calls) == 1:
+            raise ConnectionError("cannot reach postgresql://app:hunter2@db.internal/letters")
+
+    outbox = Outbox(write, name="test outbox", retry_interval=0.0)
+    outboxes.append(outbox)
+    outbox.put(letter())
+    assert outbox.flush(timeout=WAIT)
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "store unreachable" in text
+    assert "hunter2" not in text
+    assert "REDACTED" in text
+
+
 # -- Outbox: bounded -------------------------------------------------------------------------------
 def test_full_buffer_drops_the_oldest_returns_it_and_counts(outboxes: list[Outbox]) -> None:
     """With maxlen=3 and the store stuck, two more puts drop the two oldest buffered letters."""
