@@ -173,10 +173,8 @@ class Engine:
         describe: Callable[[], CallDescription],
         allow_retry: bool = True,
         trace: AttemptTrace | None = None,
-        timed_out: TimedOut | None = None,
     ) -> T:
-        """Run one logical call in this thread (arguments as for :meth:`flow`; ``timed_out``
-        overrides the engine's for this call, e.g. to name the request).
+        """Run one logical call in this thread (arguments as for :meth:`flow`).
 
         The first attempt runs here; the flow takes over only when the breaker rejects it or
         it fails, so a call that succeeds at once skips the generator's machinery.
@@ -191,7 +189,7 @@ class Engine:
                 breaker, replayable=replayable, describe=describe,
                 allow_retry=allow_retry, trace=trace,
             )  # fmt: skip
-            return run_sync(flow, attempt, discard, clock, timed_out or self.timed_out)
+            return run_sync(flow, attempt, discard, clock, self.timed_out)
         if self.budget is not None:
             self.budget.deposit(started)
         step = Attempt(1, self._first_timeout, breaker.current_state, trace)
@@ -206,7 +204,7 @@ class Engine:
             now = clock.monotonic()
             if now - started > self._first_limit:  # returned, but too late: a timeout
                 discard(value)
-                outcome = Outcome(None, (timed_out or self.timed_out)(step), now - started)
+                outcome = Outcome(None, self.timed_out(step), now - started)
             elif not self.classify_values or self.classify(value, None) is None:
                 self._succeeded(breaker, permit, step, now - started, now, started)
                 return value
@@ -216,7 +214,7 @@ class Engine:
             breaker, replayable=replayable, describe=describe, allow_retry=allow_retry,
             trace=trace, first=First(step, permit, outcome, started),
         )  # fmt: skip
-        return run_sync(flow, attempt, discard, clock, timed_out or self.timed_out)
+        return run_sync(flow, attempt, discard, clock, self.timed_out)
 
     async def acall(
         self,
@@ -228,7 +226,6 @@ class Engine:
         describe: Callable[[], CallDescription],
         allow_retry: bool = True,
         trace: AttemptTrace | None = None,
-        timed_out: TimedOut | None = None,
     ) -> T:
         """:meth:`call` in a task; with ``cancel_slow`` an attempt is cancelled at its timeout."""
         clock = self.clock
@@ -241,9 +238,7 @@ class Engine:
                 breaker, replayable=replayable, describe=describe,
                 allow_retry=allow_retry, trace=trace,
             )  # fmt: skip
-            return await run_async(
-                flow, attempt, discard, clock, deadlines, timed_out or self.timed_out
-            )
+            return await run_async(flow, attempt, discard, clock, deadlines, self.timed_out)
         if self.budget is not None:
             self.budget.deposit(started)
         step = Attempt(1, self._first_timeout, breaker.current_state, trace)
@@ -255,7 +250,7 @@ class Engine:
                 with (scope := deadlines.scope(step.timeout)):
                     value = await attempt(step)
         except Exception as error:
-            error = cut_error(scope, error, step, timed_out or self.timed_out)
+            error = cut_error(scope, error, step, self.timed_out)
             outcome: Outcome[T] = Outcome(None, error, clock.monotonic() - started)
         except BaseException as exc:
             self._abandoned(breaker, permit, step, exc)
@@ -264,7 +259,7 @@ class Engine:
             now = clock.monotonic()
             if now - started > self._first_limit:  # returned, but too late: a timeout
                 await discard(value)
-                outcome = Outcome(None, (timed_out or self.timed_out)(step), now - started)
+                outcome = Outcome(None, self.timed_out(step), now - started)
             elif not self.classify_values or self.classify(value, None) is None:
                 self._succeeded(breaker, permit, step, now - started, now, started)
                 return value
@@ -274,9 +269,7 @@ class Engine:
             breaker, replayable=replayable, describe=describe, allow_retry=allow_retry,
             trace=trace, first=First(step, permit, outcome, started),
         )  # fmt: skip
-        return await run_async(
-            flow, attempt, discard, clock, deadlines, timed_out or self.timed_out
-        )
+        return await run_async(flow, attempt, discard, clock, deadlines, self.timed_out)
 
     # -- the loop --------------------------------------------------------------------------
     def flow(

@@ -204,6 +204,7 @@ class _Shell:
             tracer_provider=tracer_provider,
             meter_provider=meter_provider,
             keeps=_in_memory,
+            timed_out=_late_response,
         )
         self.service = policy.service
         self.breaker = self.engine.service_breaker(breaker)
@@ -242,7 +243,6 @@ class _Shell:
         return self.engine.call(
             self.breaker_for(request), send, httpx.Response.close,
             replayable=_replayable(request), describe=partial(self.describe, request),
-            timed_out=partial(_call_timed_out, request),
         )  # fmt: skip
 
     def acall(
@@ -251,7 +251,6 @@ class _Shell:
         return self.engine.acall(
             self.breaker_for(request), send, httpx.Response.aclose,
             replayable=_replayable(request), describe=partial(self.describe, request),
-            timed_out=partial(_call_timed_out, request),
         )  # fmt: skip
 
     def describe(self, request: httpx.Request) -> CallDescription:
@@ -295,10 +294,16 @@ class _Shell:
         return response
 
 
-def _call_timed_out(request: httpx.Request, step: Attempt) -> httpx.ReadTimeout:
+def _call_timed_out(request: httpx.Request | None, step: Attempt) -> httpx.ReadTimeout:
     return httpx.ReadTimeout(
         f"attempt {step.number} exceeded call_timeout {step.timeout:.3f}s", request=request
     )
+
+
+def _late_response(step: Attempt) -> Exception:
+    # A response that came after the deadline fails as the async transport's cut does. The
+    # httpx client attaches the request, as it does to every error a transport raises.
+    return _call_timed_out(None, step)
 
 
 _ARGS_DOC = """
