@@ -9,8 +9,11 @@ is cut to the time left before the attempt's deadline and restored afterwards. A
 slow server is then cut at the deadline; a reply dripping in pieces is bounded per ``recv``
 and an attempt that still returns late fails as a timeout in the engine.
 
-Connecting is done by the pool before that seam; :func:`cap_connect_timeout` bounds it by the
-policy's timeout through the pool's ``socket_connect_timeout``.
+The pool connects a connection before handing it out, outside that seam: the TCP connect is
+bounded through the pool's ``socket_connect_timeout`` (:func:`cap_connect_timeout`), and the
+handshake a connection makes when it is (re)opened during an attempt by the same socket
+timeout cut (:func:`bound_handshakes`). Outside an attempt nothing changes, so a pool shared
+with pub/sub or uninstrumented clients keeps its own timeouts.
 """
 
 from __future__ import annotations
@@ -174,6 +177,8 @@ def _bound_handshake(conn: Any) -> None:
     if not isinstance(conn, AbstractConnection):
         return
     original = conn.on_connect_check_health
+    if getattr(original, "_resilience_bounded", False):
+        return  # another client sharing the pool bounded it already
 
     def handshake(*args: Any, **kwargs: Any) -> Any:
         def run(_conn: Any) -> Any:
@@ -181,6 +186,7 @@ def _bound_handshake(conn: Any) -> None:
 
         return _on_connection(run, conn, _timed_out=_handshake_timed_out)
 
+    handshake._resilience_bounded = True  # type: ignore[attr-defined]
     conn.on_connect_check_health = handshake  # type: ignore[method-assign]
 
 
