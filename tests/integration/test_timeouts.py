@@ -91,7 +91,8 @@ class DripServer(FaultServer):
 @pytest.fixture
 def server() -> Iterator[DripServer]:
     """A drip-capable fault server on loopback."""
-    with DripServer() as started:
+    started = DripServer()
+    with started:
         yield started
 
 
@@ -214,9 +215,9 @@ def test_streamed_body_read_after_the_attempt_is_not_cut_by_its_deadline(
     """With read_body=False the deadline ends with the attempt: a slow body read later works."""
     server.set_default(Drip(size=16, every=0.1, part="body"))  # 64 bytes over ~0.4 s
     transport = ResilientTransport(policy=_policy(), read_body=False)
-    with httpx.Client(transport=transport, base_url=server.base_url) as client:
-        with client.stream("GET", "/slow") as response:
-            assert response.read() == b"x" * 64
+    client = httpx.Client(transport=transport, base_url=server.base_url)
+    with client, client.stream("GET", "/slow") as response:
+        assert response.read() == b"x" * 64
     assert transport.breaker.snapshot().failures == 0
 
 
@@ -295,7 +296,7 @@ def test_sync_redis_connection_is_clean_after_a_cut(
     proxy.set_mode(PASS)
     assert sync_redis.get(key) == b"v"
     assert sync_redis.get(key) == b"v"
-    (connection,) = sync_redis.connection_pool._available_connections  # type: ignore[attr-defined]
+    (connection,) = sync_redis.connection_pool._available_connections
     assert connection._sock.gettimeout() == connection.socket_timeout
 
 
@@ -305,8 +306,11 @@ def test_sync_redis_pipeline_is_cut_at_call_timeout(
     """A pipeline through the latency is cut at call_timeout like a single command."""
     proxy.set_mode(LATENCY, latency=1.0)
     started = time.monotonic()
+    pipe = sync_redis.pipeline(transaction=False)
+    pipe.get(key)
+    pipe.get(key)
     with pytest.raises(rex.TimeoutError):
-        sync_redis.pipeline(transaction=False).get(key).get(key).execute()
+        pipe.execute()
     assert time.monotonic() - started <= TIMEOUT + SLACK
 
 
