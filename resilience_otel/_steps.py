@@ -30,6 +30,7 @@ __all__ = [
     "Sleep",
     "TimedOut",
     "attempt_timed_out",
+    "cut_error",
     "run_async",
     "run_sync",
 ]
