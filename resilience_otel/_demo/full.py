@@ -22,7 +22,7 @@ from . import workload
 from .backends import Backends, OutageDriver, PostgresSide, RedisSide, probe_backends
 from .phases import PHASES, Timeline
 from .stack import AlertBoard, AlertLine, Stack, for_scale_of, start_stack_async, stop_quietly
-from .stats import EventLog, Recorder, Row, Sampler
+from .stats import EventLog, LogToEvents, Recorder, Row, Sampler
 from .upstreams import AiApi, TradingApi, Upstream
 from .view import Frame, LiveView, PlainView, summary_lines, summary_table
 
@@ -223,7 +223,7 @@ class _Run:
         board = AlertBoard(self.stack.receiver, timeline.start, events.add) if self.stack else None
         watch = _Watch(view, timeline, services, Sampler(recorder, self.monitor), events, board)
         proxies = [s.proxy for s in (redis_side, pg_side) if s is not None]
-        with view:
+        with view, LogToEvents(events).installed():
             await self._run_phases(watch, recorder, proxies)
         facts = [f"trading API: {len(trading.orders)} orders placed, {trading.duplicates} resent "
                  "orders answered from their Idempotency-Key (never placed twice)",

@@ -3,10 +3,12 @@ a bounded event log, and the rows the views show."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING
 
@@ -18,7 +20,7 @@ if TYPE_CHECKING:
     from ..dlq import DeadLetter, ReplayResult
     from ..health import HealthMonitor
 
-__all__ = ["Counts", "EventLog", "Recorder", "Row", "Sampler"]
+__all__ = ["Counts", "EventLog", "LogToEvents", "Recorder", "Row", "Sampler"]
 
 
 @dataclass(slots=True)
@@ -79,6 +81,31 @@ class EventLog:
         """The kept events, oldest first."""
         with self._lock:
             return list(self._lines)
+
+
+class LogToEvents(logging.Handler):
+    """Shows the package's log lines (a failing health check, a store that went away) as
+    events of the live view instead of letting them scribble over it on stderr."""
+
+    def __init__(self, events: EventLog) -> None:
+        super().__init__(logging.INFO)
+        self._events = events
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._events.add(record.getMessage())
+
+    @contextlib.contextmanager
+    def installed(self, logger: str = "resilience_otel") -> Iterator[None]:
+        """Route ``logger`` here (and nowhere else) for the duration of the block."""
+        target = logging.getLogger(logger)
+        propagate = target.propagate
+        target.addHandler(self)
+        target.propagate = False
+        try:
+            yield
+        finally:
+            target.removeHandler(self)
+            target.propagate = propagate
 
 
 class Recorder(Observer):
