@@ -17,6 +17,7 @@ from ._config import (
 from ._envconfig import load_policies, policies_from_mapping
 from ._events import Observer
 from ._exceptions import CircuitOpenError, ConfigError, ResilienceError, RetriesExhaustedError
+from ._redact import RedactionConfig
 from .dlq import (
     DeadLetter,
     DeadLetterQueue,
@@ -51,6 +52,7 @@ __all__ = [
     "Jitter",
     "Observer",
     "Policy",
+    "RedactionConfig",
     "ReplayResult",
     "ResilienceError",
     "ResilientTransport",

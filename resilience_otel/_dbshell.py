@@ -22,6 +22,7 @@ from ._errortext import error_code, error_describer, record_error
 from ._events import Observer
 from ._exceptions import CircuitOpenError
 from ._redact import Redactor
+from ._steps import TimedOut, attempt_timed_out
 from ._telemetry import (
     SUPPRESS_INSTRUMENTATION_KEY,
     AttemptTrace,
@@ -48,6 +49,8 @@ class DbShell:
         system: ``db.system.name`` (``redis``, ``postgresql``); also the ``client`` label.
         server: ``(address, port)`` of the server, for span and metric attributes.
         namespace: ``db.namespace`` (database name or index), if known.
+        timed_out: the error of an attempt that overran its timeout (the client's own type).
+        owner: the public function the shell was built by, for argument errors.
 
     Error texts on spans and in dead letters are scrubbed of the values Redis replies and
     PostgreSQL errors repeat, unless the policy sets ``RedactionConfig.record_error_text``.
@@ -69,7 +72,13 @@ class DbShell:
         meter_provider: Any,
         clock: Clock,
         rng: random.Random | None,
+        timed_out: TimedOut = attempt_timed_out,
+        owner: str = "DbShell",
     ) -> None:
+        redaction = policy.redaction
+        self.describe_error = error_describer(
+            Redactor.for_config(redaction), raw=redaction.record_error_text
+        )
         self.engine = Engine(
             policy,
             client=system,
@@ -83,12 +92,10 @@ class DbShell:
             meter_provider=meter_provider,
             cancel_slow=True,
             classify_values=False,
+            timed_out=timed_out,
+            describe_error=self.describe_error,
+            owner=owner,
         )
-        redaction = policy.redaction
-        self.describe_error = error_describer(
-            Redactor.for_config(redaction), raw=redaction.record_error_text
-        )
-        self.engine.describe_error = self.describe_error
         self.breaker = self.engine.service_breaker(breaker)
         self.system = system
         self.service = policy.service

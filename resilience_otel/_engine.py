@@ -19,6 +19,7 @@ from ._breaker import CircuitBreaker, StateChange
 from ._classify import ErrorClass, Failure, FailureKind
 from ._clock import SYSTEM_CLOCK, Clock
 from ._deadline import Deadlines
+from ._errortext import error_text
 from ._exceptions import CircuitOpenError, exhausted_error
 from ._retry import RetryBudget, backoff_delay, retry_limits
 from ._steps import (
@@ -36,7 +37,7 @@ from ._steps import (
     run_sync,
 )
 from ._telemetry import AttemptTrace, MetricsObserver, Telemetry, finish_attempt
-from .dlq import DeadLetter, DeadLetterQueue, DeadLetterReason
+from .dlq import DeadLetter, DeadLetterQueue, DeadLetterReason, check_queue
 
 if TYPE_CHECKING:
     from ._config import Policy
@@ -78,6 +79,9 @@ class Engine:
         keeps: whether a failed value may be kept through the wait before a retry (returned
             if the breaker then refuses the retry); others are discarded before the wait.
             Default: every value.
+        describe_error: the safe text of a failed attempt's error, for dead letters (the
+            client's own scrubber; by default URLs are redacted).
+        owner: the public name the client was built by, for argument errors.
     """
 
     def __init__(
@@ -98,6 +102,8 @@ class Engine:
         classify_values: bool = True,
         timed_out: TimedOut = attempt_timed_out,
         keeps: Callable[[Any], bool] | None = None,
+        describe_error: Callable[[BaseException], str] = error_text,
+        owner: str = "Engine",
     ) -> None:
         self.policy = policy
         self.client = client
@@ -105,7 +111,7 @@ class Engine:
         self.classify_values = classify_values
         self.clock = clock
         self.rng = rng or random.Random()
-        self.dead_letters = dead_letters
+        self.dead_letters = check_queue(dead_letters, f"{owner}(dead_letters=...)")
         self.telemetry = (
             Telemetry.get(tracer_provider, meter_provider) if policy.telemetry else None
         )
@@ -113,6 +119,7 @@ class Engine:
             observers = (MetricsObserver(self.telemetry), *observers)
         self.observers = tuple(observers)
         self.describe_value = describe_value
+        self.describe_error = describe_error
         self.reject_as = reject_as
         budget = policy.retry.budget
         self.budget = None if budget is None else RetryBudget(budget)
@@ -515,7 +522,8 @@ class Engine:
             self._emit("retries_exhausted", service, self.client, attempt)
         if reason in self.policy.dead_letter_on:
             if outcome.error is not None:
-                message = f"{type(outcome.error).__name__}: {outcome.error}"
+                error_message = self.describe_error(outcome.error)
+                message = f"{type(outcome.error).__name__}: {error_message}"
             else:
                 message = self.describe_value(outcome.value)
             self._dead_letter(

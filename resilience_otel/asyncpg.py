@@ -82,7 +82,7 @@ def _make_runner(
         reject_as=_reject_as_connection_error, server=(host, int(port) if port else None),
         namespace=str(database) if database else None, breaker=breaker, dead_letters=dead_letters,
         observers=tuple(observers), tracer_provider=tracer_provider,
-        meter_provider=meter_provider, clock=clock, rng=rng,
+        meter_provider=meter_provider, clock=clock, rng=rng, owner="wrap",
     )  # fmt: skip
     return Runner(shell, record_query, trusted)
 

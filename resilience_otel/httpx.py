@@ -15,6 +15,7 @@ After the last retryable *response* the caller gets that response; after the las
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -24,20 +25,25 @@ from typing import TYPE_CHECKING, Any
 import httpx
 from opentelemetry import context
 
+from ._argcheck import check_transport_args
 from ._classify import ErrorClass, Failure, FailureKind, classify_exception
 from ._clock import SYSTEM_CLOCK, Clock
 from ._deadline import Deadlines
 from ._engine import Attempt, CallDescription, Engine
+from ._errortext import error_describer
 from ._exceptions import CircuitOpenError, mix_with
 from ._http_telemetry import (
     InstrumentationAwareMethod,
+    acall_borrowed,
     adopt_current_span,
+    call_borrowed,
     metrics_only_trace,
     note_response,
+    stand_in_for,
     start_attempt_span,
     suppressed_http,
 )
-from ._redact import redact_url
+from ._redact import Redactor
 from ._retry import parse_retry_after
 from ._semconv import RESILIENCE_ERROR_CLASS
 from ._sync_deadline import AttemptDeadline, attempt_deadline, cut_at_deadline
@@ -190,7 +196,11 @@ class _Shell:
         meter_provider: Any,
         clock: Clock,
         rng: random.Random | None,
+        redact: tuple[Iterable[str], Iterable[str], Iterable[str | re.Pattern[str]]] = ((), (), ()),
+        owner: str = "ResilientTransport",
     ) -> None:
+        self.redactor = Redactor.for_config(policy.redaction, *redact)
+        self.describe_error = error_describer(self.redactor)
         self.engine = Engine(
             policy,
             client="http",
@@ -205,6 +215,8 @@ class _Shell:
             meter_provider=meter_provider,
             keeps=_in_memory,
             timed_out=_late_response,
+            describe_error=self.describe_error,
+            owner=owner,
         )
         self.service = policy.service
         self.breaker = self.engine.service_breaker(breaker)
@@ -258,7 +270,7 @@ class _Shell:
         if self.keep_payload and isinstance(request.stream, httpx.ByteStream):
             payload = request.content or None
         return CallDescription(
-            operation=f"{request.method} {redact_url(str(request.url))}",
+            operation=f"{request.method} {self.redactor.url(str(request.url))}",
             payload=payload,
             metadata={"method": request.method, "host": request.url.host},
         )
@@ -324,6 +336,13 @@ _ARGS_DOC = """
         tracer_provider / meter_provider: OTel providers (default: the global ones).
         clock: time source; ``resilience_otel.testing.FakeClock`` makes retries instant.
         rng: random source for jitter.
+        redact_query_keys: more query keys whose values are redacted in ``url.full``, dead
+            letters and error texts (added to the built-in pattern and the policy's
+            ``RedactionConfig.query_keys``).
+        redact_headers: more header names whose values never reach span attributes (added to
+            the built-in credential headers and ``RedactionConfig.headers``).
+        redact_path_segments: regexes; a URL path segment fully matching one is recorded as
+            ``REDACTED`` (added to ``RedactionConfig.path_segments``). None by default.
 """
 
 
@@ -369,7 +388,16 @@ class ResilientTransport(_Breakers, httpx.BaseTransport):
         meter_provider: Any = None,
         clock: Clock = SYSTEM_CLOCK,
         rng: random.Random | None = None,
+        redact_query_keys: Iterable[str] = (),
+        redact_headers: Iterable[str] = (),
+        redact_path_segments: Iterable[str | re.Pattern[str]] = (),
     ) -> None:
+        check_transport_args(
+            "ResilientTransport", transport, httpx.BaseTransport, policy=policy,
+            classifier=classifier, breaker=breaker, per_host=per_host, max_hosts=max_hosts,
+            keep_payload=keep_payload, read_body=read_body, observers=observers, clock=clock,
+            rng=rng,
+        )  # fmt: skip
         self._transport = transport if transport is not None else httpx.HTTPTransport()
         # Whether every socket operation of an attempt ends by its deadline (see module doc).
         self._cuts = cut_at_deadline(self._transport)
@@ -379,6 +407,8 @@ class ResilientTransport(_Breakers, httpx.BaseTransport):
             dead_letters=dead_letters, keep_payload=keep_payload, read_body=read_body,
             observers=tuple(observers), tracer_provider=tracer_provider,
             meter_provider=meter_provider, clock=clock, rng=rng,
+            redact=(redact_query_keys, redact_headers, redact_path_segments),
+            owner=type(self).__name__,
         )  # fmt: skip
 
     def _handle_request(self, request: httpx.Request) -> httpx.Response:
@@ -406,15 +436,16 @@ class ResilientTransport(_Breakers, httpx.BaseTransport):
         wrapper = self._otel_attempt_wrapper
         if wrapper is not None:
             borrowed = partial(self._exchange_in_their_span, step)
-            response: httpx.Response = wrapper(borrowed, self._transport, (request,), {})
-            return response
+            return call_borrowed(wrapper, borrowed, self._transport, request)
         if not telemetry.tracing_live():  # no SDK for spans: at most the duration metric
             if not metrics_only_trace(telemetry, request, step):
                 return self._exchange(request, step)
             response = self._exchange(request, step)
             note_response(step, response)
             return response
-        token = start_attempt_span(telemetry, request, step, shell.service)
+        token = start_attempt_span(
+            telemetry, request, step, shell.service, shell.redactor, shell.describe_error
+        )
         try:
             response = self._exchange(request, step)
         finally:
@@ -423,13 +454,17 @@ class ResilientTransport(_Breakers, httpx.BaseTransport):
         return response
 
     def _exchange_in_their_span(self, step: Attempt, request: httpx.Request) -> httpx.Response:
-        adopt_current_span(step, self._shell.service, request)
+        shell = self._shell
+        adopt_current_span(step, shell.service, request, shell.redactor, shell.describe_error)
         token = suppressed_http()
         try:
             response = self._exchange(request, step)
         except Exception as exc:
-            self._shell.label_borrowed(step, None, exc)
-            raise
+            shell.label_borrowed(step, None, exc)
+            stand_in = stand_in_for(exc, shell.describe_error)
+            if stand_in is None:
+                raise
+            raise stand_in from None  # their span records this one; see call_borrowed
         finally:
             context.detach(token)
         self._shell.label_borrowed(step, response, None)
@@ -483,7 +518,16 @@ class AsyncResilientTransport(_Breakers, httpx.AsyncBaseTransport):
         meter_provider: Any = None,
         clock: Clock = SYSTEM_CLOCK,
         rng: random.Random | None = None,
+        redact_query_keys: Iterable[str] = (),
+        redact_headers: Iterable[str] = (),
+        redact_path_segments: Iterable[str | re.Pattern[str]] = (),
     ) -> None:
+        check_transport_args(
+            "AsyncResilientTransport", transport, httpx.AsyncBaseTransport, policy=policy,
+            classifier=classifier, breaker=breaker, per_host=per_host, max_hosts=max_hosts,
+            keep_payload=keep_payload, read_body=read_body, observers=observers, clock=clock,
+            rng=rng,
+        )  # fmt: skip
         self._transport = transport if transport is not None else httpx.AsyncHTTPTransport()
         self._otel_attempt_wrapper: Callable[..., Any] | None = None
         self._deadlines = Deadlines()
@@ -492,6 +536,8 @@ class AsyncResilientTransport(_Breakers, httpx.AsyncBaseTransport):
             dead_letters=dead_letters, keep_payload=keep_payload, read_body=read_body,
             observers=tuple(observers), tracer_provider=tracer_provider,
             meter_provider=meter_provider, clock=clock, rng=rng,
+            redact=(redact_query_keys, redact_headers, redact_path_segments),
+            owner=type(self).__name__,
         )  # fmt: skip
 
     async def _handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -524,15 +570,16 @@ class AsyncResilientTransport(_Breakers, httpx.AsyncBaseTransport):
         wrapper = self._otel_attempt_wrapper
         if wrapper is not None:
             borrowed = partial(self._exchange_in_their_span, step)
-            response: httpx.Response = await wrapper(borrowed, self._transport, (request,), {})
-            return response
+            return await acall_borrowed(wrapper, borrowed, self._transport, request)
         if not telemetry.tracing_live():  # no SDK for spans: at most the duration metric
             if not metrics_only_trace(telemetry, request, step):
                 return await self._exchange(request, step)
             response = await self._exchange(request, step)
             note_response(step, response)
             return response
-        token = start_attempt_span(telemetry, request, step, shell.service)
+        token = start_attempt_span(
+            telemetry, request, step, shell.service, shell.redactor, shell.describe_error
+        )
         try:
             response = await self._exchange(request, step)
         finally:
@@ -543,13 +590,17 @@ class AsyncResilientTransport(_Breakers, httpx.AsyncBaseTransport):
     async def _exchange_in_their_span(
         self, step: Attempt, request: httpx.Request
     ) -> httpx.Response:
-        adopt_current_span(step, self._shell.service, request)
+        shell = self._shell
+        adopt_current_span(step, shell.service, request, shell.redactor, shell.describe_error)
         token = suppressed_http()
         try:
             response = await self._exchange(request, step)
         except Exception as exc:
-            self._shell.label_borrowed(step, None, exc)
-            raise
+            shell.label_borrowed(step, None, exc)
+            stand_in = stand_in_for(exc, shell.describe_error)
+            if stand_in is None:
+                raise
+            raise stand_in from None  # their span records this one; see call_borrowed
         finally:
             context.detach(token)
         self._shell.label_borrowed(step, response, None)

@@ -41,6 +41,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from . import _semconv as sc
+from ._argcheck import check_shell_args
 from ._breaker import CircuitBreaker
 from ._classify import ErrorClass, Failure, FailureKind, classify_exception
 from ._clock import SYSTEM_CLOCK, Clock
@@ -57,6 +58,7 @@ from ._redis_deadline import (
     run_until,
 )
 from ._shared import RedisBreakerStore, SharedCircuitBreaker
+from ._validate import check_names, check_type
 from .dlq import DeadLetterQueue
 
 __all__ = [
@@ -223,6 +225,15 @@ def instrument(
         observers, tracer_provider, meter_provider, clock, rng: as for the httpx transports.
         keep_client_retry: keep redis-py's own ``Retry`` (then disable ours).
     """
+    check_type(
+        "instrument(client=...)", client, (redis.Redis, redis.asyncio.Redis),
+        "a redis.Redis or redis.asyncio.Redis",
+    )  # fmt: skip
+    check_shell_args(
+        "instrument", policy=policy, classifier=classifier, breaker=breaker, observers=observers,
+        clock=clock, rng=rng, flags={"keep_client_retry": keep_client_retry},
+    )  # fmt: skip
+    idempotent = check_names("instrument(idempotent_commands=...)", idempotent_commands)
     if getattr(client, "_resilience_guard", None) is not None:
         raise ValueError(f"client {client!r} is already instrumented")
     host, port, db = _server_of(client)
@@ -231,9 +242,9 @@ def instrument(
         reject_as=_reject_as_redis_error, server=(host, port), namespace=db, breaker=breaker,
         dead_letters=dead_letters, observers=tuple(observers), tracer_provider=tracer_provider,
         meter_provider=meter_provider, clock=clock, rng=rng,
+        timed_out=redis_timed_out, owner="instrument",  # one timeout type, sync and async
     )  # fmt: skip
-    shell.engine.timed_out = redis_timed_out  # sync and async give the same timeout type
-    guard = _Guard(shell, frozenset(c.upper() for c in idempotent_commands))
+    guard = _Guard(shell, frozenset(c.upper() for c in idempotent))
     if isinstance(client, redis.asyncio.Redis):
         if not keep_client_retry:
             client.set_retry(AsyncRetry(NoBackoff(), 0))

@@ -343,14 +343,13 @@ def test_cli_import_takes_the_token_from_grafana_token(
     assert {r.authorization for r in grafana.requests} == {TOKEN_HEADER}
 
 
-def test_cli_import_reports_errors_on_stderr_with_exit_code_1(
+def test_cli_import_reports_errors_on_stderr_with_exit_code_2(
     grafana: FakeGrafana, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A refused import prints the dashboard and status and exits 1."""
-    code = main(
-        ["dashboards", "import", "--url", grafana.url, "--user", "admin", "--password", "x"]
-    )
-    assert code == 1
+    """A refused import prints the dashboard and status on one line and exits 2."""
+    with pytest.raises(SystemExit) as caught:
+        main(["dashboards", "import", "--url", grafana.url, "--user", "admin", "--password", "x"])
+    assert caught.value.code == 2
     assert "resilience-overview" in capsys.readouterr().err
     assert grafana.calls("POST", "/api/dashboards/db") == []
 

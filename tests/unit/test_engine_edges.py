@@ -6,7 +6,6 @@ import httpx
 import pytest
 
 from resilience_otel import (
-    CircuitOpenError,
     InMemoryDeadLetterQueue,
     Jitter,
     Observer,
@@ -43,19 +42,20 @@ def _transport(handler: httpx.MockTransport, clock: OpeningClock) -> ResilientTr
     return transport
 
 
-def test_breaker_opening_during_the_wait_rejects_instead_of_returning_a_closed_response() -> None:
-    """A 503 discarded before the wait is not handed back once the breaker opened meanwhile."""
+def test_breaker_opening_during_the_wait_returns_the_kept_503_not_a_rejection() -> None:
+    """A buffered 503 kept through the wait is handed back once the breaker opened meanwhile."""
     calls: list[int] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
         calls.append(1)
-        return httpx.Response(503)
+        return httpx.Response(503, text="busy")
 
     clock = OpeningClock()
     client = httpx.Client(transport=_transport(httpx.MockTransport(handler), clock))
-    with client, pytest.raises(CircuitOpenError) as caught:
-        client.get("http://edge.test/")
-    assert isinstance(caught.value, httpx.TransportError)
+    with client:
+        response = client.get("http://edge.test/")
+    assert response.status_code == 503
+    assert response.text == "busy"
     assert len(calls) == 1
     assert clock.sleeps == [0.1]
 

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
-import pytest
+from collections.abc import Callable
 
-from resilience_otel import BreakerConfig, CircuitBreaker, ConfigError
+import pytest
+import redis
+
+from resilience_otel import (
+    AsyncResilientTransport,
+    BreakerConfig,
+    CircuitBreaker,
+    ConfigError,
+    Policy,
+    ResilientTransport,
+)
 from resilience_otel.asyncpg import run_in_transaction
 from resilience_otel.prometheus import setup_prometheus
+from resilience_otel.redis import instrument
 from resilience_otel.testing import FakeClock
 
 
@@ -69,3 +80,28 @@ async def test_run_in_transaction_needs_a_callable() -> None:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.mark.parametrize(
+    ("build", "owner"),
+    [
+        (
+            lambda dl: ResilientTransport(policy=Policy(service="x"), dead_letters=dl),
+            "ResilientTransport",
+        ),
+        (
+            lambda dl: AsyncResilientTransport(policy=Policy(service="x"), dead_letters=dl),
+            "AsyncResilientTransport",
+        ),
+        (
+            lambda dl: instrument(redis.Redis(), policy=Policy(service="x"), dead_letters=dl),
+            "instrument",
+        ),
+    ],
+)
+def test_dead_letters_that_are_not_a_queue_fail_at_construction(
+    build: Callable[[object], object], owner: str
+) -> None:
+    """dead_letters="queue" is named at construction, not on the first failed call."""
+    with pytest.raises(ConfigError, match=rf"{owner}\(dead_letters=\.\.\.\) must be a dead-letter"):
+        build("queue")
