@@ -538,7 +538,7 @@ class Engine:
         error = outcome.error
         if error is None:
             return Final(outcome.value, None)
-        if retryable:
+        if retryable and attempt > 1:  # without a resend the caller gets its own error back
             exhausted = exhausted_error(error, service=service, attempts=attempt)
             exhausted.__cause__ = error
             return Final(None, exhausted)

@@ -282,6 +282,31 @@ async def test_exhausted_error_is_retries_exhausted_and_original_type(clock: Fak
     assert upstream.calls == 3
 
 
+async def test_single_attempt_failure_raises_the_original_error(clock: FakeClock) -> None:
+    """With max_attempts=1 the caller gets the ReadTimeout itself, not RetriesExhaustedError."""
+    upstream = Upstream(httpx.ReadTimeout)
+    transport = make_transport(upstream, clock, make_policy(max_attempts=1))
+    async with httpx.AsyncClient(transport=transport) as client:
+        with pytest.raises(httpx.ReadTimeout) as info:
+            await client.get(URL)
+    assert type(info.value) is httpx.ReadTimeout
+    assert str(info.value) == "attempt 1"
+    assert info.value.request is upstream.requests[0]
+    assert upstream.calls == 1
+
+
+async def test_retry_refused_by_total_timeout_raises_the_original_error(clock: FakeClock) -> None:
+    """A retryable error whose backoff does not fit total_timeout is raised as it is."""
+    upstream = Upstream(httpx.ConnectError, 200)
+    transport = make_transport(upstream, clock, make_policy(total_timeout=0.4))
+    async with httpx.AsyncClient(transport=transport) as client:
+        with pytest.raises(httpx.ConnectError) as info:
+            await client.get(URL)
+    assert type(info.value) is httpx.ConnectError
+    assert str(info.value) == "attempt 1"
+    assert upstream.calls == 1
+
+
 # -- what is not retried -------------------------------------------------------------------
 @pytest.mark.parametrize("status", [400, 401, 404, 422])
 async def test_permanent_status_is_not_retried_nor_counted(status: int, clock: FakeClock) -> None:
