@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "RedisCallTimeout",
+    "blocking_timed_out",
     "bound_commands",
     "bound_handshakes",
     "cap_connect_timeout",
@@ -44,7 +45,10 @@ __all__ = [
 
 T = TypeVar("T")
 
-_attempt: contextvars.ContextVar[tuple[float, Attempt] | None] = contextvars.ContextVar(
+TimedOut = Callable[["Attempt"], Exception]
+
+# (deadline, attempt, the error of the attempt cut at its deadline) while an attempt runs
+_attempt: contextvars.ContextVar[tuple[float, Attempt, TimedOut] | None] = contextvars.ContextVar(
     "resilience_otel_redis_attempt", default=None
 )
 
@@ -59,6 +63,19 @@ def redis_timed_out(step: Attempt) -> Exception:
     return RedisCallTimeout(f"attempt {step.number} exceeded call_timeout {step.timeout:.3f}s")
 
 
+def blocking_timed_out(name: str, block: float, timeout: float) -> TimedOut:
+    """The error of a blocking command's attempt that overran its block time plus the
+    policy's attempt timeout."""
+
+    def timed_out(step: Attempt) -> Exception:
+        return RedisCallTimeout(
+            f"{name} attempt {step.number} exceeded its block time {block:.3f}s plus the"
+            f" attempt timeout {timeout:.3f}s"
+        )
+
+    return timed_out
+
+
 def _handshake_timed_out(step: Attempt) -> Exception:
     # Worded like redis-py's connect errors: the command itself was never sent.
     return RedisCallTimeout(
@@ -68,12 +85,20 @@ def _handshake_timed_out(step: Attempt) -> Exception:
 
 
 def run_until(
-    step: Attempt, call: Callable[..., T], args: tuple[Any, ...], options: dict[str, Any]
+    step: Attempt,
+    call: Callable[..., T],
+    args: tuple[Any, ...],
+    options: dict[str, Any],
+    limit: float | None = None,
+    timed_out: TimedOut = redis_timed_out,
 ) -> T:
-    """``call(*args, **options)`` with the connection sockets it uses bounded by ``step``."""
-    if step.timeout is None:
+    """``call(*args, **options)`` with the connection sockets it uses bounded by ``step``'s
+    timeout, or by ``limit`` seconds when given (a blocking command's longer bound); an
+    attempt cut at that deadline fails with ``timed_out(step)``."""
+    timeout = step.timeout if limit is None else limit
+    if timeout is None:
         return call(*args, **options)
-    token = _attempt.set((time.monotonic() + step.timeout, step))
+    token = _attempt.set((time.monotonic() + timeout, step, timed_out))
     try:
         return call(*args, **options)
     finally:
@@ -84,14 +109,15 @@ def _on_connection(
     call: Callable[..., T],
     conn: Any,
     *args: Any,
-    _timed_out: Callable[[Attempt], Exception] = redis_timed_out,
+    _timed_out: TimedOut | None = None,
     **kwargs: Any,
 ) -> T:
     """Run ``call(conn, ...)`` with ``conn``'s socket timeout cut to the attempt's time left."""
     current = _attempt.get()
     if current is None:
         return call(conn, *args, **kwargs)
-    deadline, step = current
+    deadline, step, attempt_timed_out = current
+    _timed_out = _timed_out or attempt_timed_out
     left = deadline - time.monotonic()
     if left <= 0:
         raise _timed_out(step)

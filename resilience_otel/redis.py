@@ -6,48 +6,50 @@ One call makes an existing client resilient::
 
 Every command (``client.get(...)``, ``client.execute_command(...)``) and every pipeline or
 transaction (``client.pipeline().execute()``) then runs through the breaker, retries,
-timeouts, dead letters and telemetry, with one CLIENT span per command or pipeline.
+timeouts, dead letters and telemetry, with one CLIENT span per command or pipeline; so do
+commands run at once while a pipeline WATCHes (one attempt each) and pub/sub subscriptions
+and reconnects (see ``_redis_pubsub``). ``Monitor`` is not guarded.
 
-Which layer retries: **ours**. ``instrument`` turns redis-py's own ``Retry`` off (0 retries) so
-retries do not multiply; pass ``keep_client_retry=True`` to keep redis-py's and set
-``RetryConfig(max_attempts=1)`` yourself.
+Which layer retries, per client (other clients sharing the pool are never changed): by
+default ours, and redis-py's ``Retry`` makes one try inside our attempts; redis-py's is kept
+instead when it was set explicitly (``retry=``, ``retry_on_error=``, ``retry_on_timeout=``,
+or a pool built with them), when the policy does not retry (``max_attempts=1``), or with
+``keep_client_retry=True``. When it is kept and retries, the policy makes one attempt per
+command for this client (logged when the policy was set to retry too).
 
 Retry safety: read-only commands are retried; a write is retried only when the failure
 happened before it was sent (connection refused) or when it is marked idempotent, either by
 name (``idempotent_commands={"SET", "DEL"}``) or for a block of code (``with idempotent():``).
 A pipeline is retried as a whole only when all its commands qualify.
 
-Timeouts: ``call_timeout`` (or what is left of ``total_timeout``) ends every attempt, blocking
-commands included. ``redis.asyncio`` attempts are cancelled; on a sync client the connection's
-socket timeout is cut to the time left while a command, a pipeline or a reconnect handshake
-runs (and restored after), and ``instrument`` caps the pool's ``socket_connect_timeout`` to the
-policy's timeout. Either way the attempt fails with a ``redis.exceptions.TimeoutError`` that
-is also a builtin ``TimeoutError``.
+Timeouts: ``call_timeout`` (or what is left of ``total_timeout``) ends every attempt; a
+blocking command (``BLPOP``, ``XREAD ... BLOCK``, ``WAIT``, ...) may take its own block time
+on top (a block forever is not bounded by us), and a block that ends empty is a success.
+``redis.asyncio`` attempts are cancelled; on a sync client the connection's socket timeout is
+cut to the time left while a command, a pipeline or a reconnect handshake runs (and restored
+after), and ``instrument`` caps the pool's ``socket_connect_timeout`` to the policy's timeout.
+Either way the attempt fails with a ``redis.exceptions.TimeoutError`` that is also a builtin
+``TimeoutError``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
+import dataclasses
 import random
-from collections.abc import Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 import redis
 import redis.asyncio
 from redis import exceptions as rex
-from redis.asyncio.retry import Retry as AsyncRetry
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
-from . import _semconv as sc
 from ._argcheck import check_shell_args
 from ._breaker import CircuitBreaker
 from ._classify import ErrorClass, Failure, FailureKind, classify_exception
 from ._clock import SYSTEM_CLOCK, Clock
 from ._config import Policy
-from ._dbshell import DbShell, Operation
-from ._engine import Attempt, Classifier
+from ._dbshell import DbShell
+from ._engine import Classifier
 from ._events import Observer
 from ._exceptions import CircuitOpenError, mix_with
 from ._redis_deadline import (
@@ -57,6 +59,18 @@ from ._redis_deadline import (
     redis_timed_out,
     run_until,
 )
+from ._redis_guard import (
+    READ_ONLY_COMMANDS,
+    Guard,
+    idempotent,
+    idempotent_block,
+    in_single_try,
+    in_single_try_async,
+)
+from ._redis_guard import command_name as _command_name  # noqa: F401 (tests import it)
+from ._redis_pipeline import guard_pipeline_async, guard_pipeline_sync
+from ._redis_pubsub import guard_pubsub_async, guard_pubsub_sync
+from ._redis_retry import retry_layer, scope_pool_retry
 from ._shared import RedisBreakerStore, SharedCircuitBreaker
 from ._validate import check_names, check_type
 from .dlq import DeadLetterQueue
@@ -72,35 +86,6 @@ __all__ = [
 ]
 
 ClientT = TypeVar("ClientT", redis.Redis, redis.asyncio.Redis)
-
-READ_ONLY_COMMANDS: frozenset[str] = frozenset(
-    """
-    BITCOUNT BITPOS DBSIZE DUMP ECHO EXISTS EXPIRETIME GEODIST GEOHASH GEOPOS GEORADIUS_RO
-    GEORADIUSBYMEMBER_RO GEOSEARCH GET GETBIT GETRANGE HEXISTS HGET HGETALL HKEYS HLEN HMGET
-    HRANDFIELD HSCAN HSTRLEN HVALS INFO KEYS LCS LINDEX LLEN LPOS LRANGE MGET OBJECT PEXPIRETIME
-    PFCOUNT PING PTTL RANDOMKEY SCAN SCARD SDIFF SINTER SINTERCARD SISMEMBER SMEMBERS SMISMEMBER
-    SRANDMEMBER SSCAN STRLEN SUBSTR SUNION TIME TOUCH TTL TYPE XINFO XLEN XPENDING XRANGE
-    XREVRANGE ZCARD ZCOUNT ZDIFF ZINTER ZINTERCARD ZLEXCOUNT ZMSCORE ZRANDMEMBER ZRANGE
-    ZRANGEBYLEX ZRANGEBYSCORE ZRANK ZREVRANGE ZREVRANGEBYLEX ZREVRANGEBYSCORE ZREVRANK ZSCAN
-    ZSCORE ZUNION EVALSHA_RO EVAL_RO FCALL_RO
-    """.split()  # noqa: SIM905 (a word list reads better than 90 quoted strings)
-)
-"""Commands that never change data; they are always safe to resend."""
-
-_idempotent_block: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "resilience_otel_redis_idempotent", default=False
-)
-
-
-@contextlib.contextmanager
-def idempotent() -> Iterator[None]:
-    """Mark every command issued inside the block as safe to resend (e.g. ``SET k v``)."""
-    token = _idempotent_block.set(True)
-    try:
-        yield
-    finally:
-        _idempotent_block.reset(token)
-
 
 _CRITICAL_REPLIES = ("MISCONF", "OOM", "READONLY")
 
@@ -150,52 +135,11 @@ def _reject_as_redis_error(error: CircuitOpenError) -> BaseException:
     return mix_with(error, rex.ConnectionError)
 
 
-def _command_name(args: tuple[Any, ...]) -> str:
-    if not args:
-        return "UNKNOWN"
-    first = args[0]
-    name = first.decode("ascii", "replace") if isinstance(first, bytes) else str(first)
-    # Bounded label values: command names only, never arguments.
-    return name.split(" ", 1)[0].upper()[:32]
-
-
 def _server_of(client: redis.Redis | redis.asyncio.Redis) -> tuple[str, int | None, str | None]:
     kwargs = client.connection_pool.connection_kwargs
     host = str(kwargs.get("host") or kwargs.get("path") or "localhost")
     port = kwargs.get("port")
     return host, int(port) if port is not None else None, str(kwargs.get("db", 0))
-
-
-class _Guard:
-    """The shell bound to one client: names commands and decides replayability."""
-
-    _MAX_NAMES = 1024
-
-    def __init__(self, shell: DbShell, idempotent_commands: frozenset[str]) -> None:
-        self.shell = shell
-        self.safe = READ_ONLY_COMMANDS | idempotent_commands
-        # args[0] -> (operation, safe to resend by name); bounded
-        self.commands: dict[str | bytes, tuple[Operation, bool]] = {}
-
-    def command(self, args: tuple[Any, ...]) -> tuple[Operation, bool]:
-        """The command's operation and whether its name alone makes it safe to resend,
-        looked up once per spelling of the command."""
-        first = args[0] if args else None
-        if not isinstance(first, str | bytes):
-            return self._describe(args)
-        known = self.commands.get(first)
-        if known is None:
-            known = self._describe(args)
-            if len(self.commands) < self._MAX_NAMES:
-                self.commands[first] = known
-        return known
-
-    def _describe(self, args: tuple[Any, ...]) -> tuple[Operation, bool]:
-        name = _command_name(args)
-        return self.shell.operation(name), name in self.safe
-
-    def all_replayable(self, names: Iterable[str]) -> bool:
-        return _idempotent_block.get() or all(name in self.safe for name in names)
 
 
 def instrument(
@@ -209,7 +153,7 @@ def instrument(
     observers: Iterable[Observer] = (),
     tracer_provider: Any = None,
     meter_provider: Any = None,
-    keep_client_retry: bool = False,
+    keep_client_retry: bool | None = None,
     clock: Clock = SYSTEM_CLOCK,
     rng: random.Random | None = None,
 ) -> ClientT:
@@ -223,35 +167,45 @@ def instrument(
         breaker: share a breaker (e.g. with a ``RedisBreakerStore``-backed one).
         dead_letters: where failed commands are recorded (command name only, no arguments).
         observers, tracer_provider, meter_provider, clock, rng: as for the httpx transports.
-        keep_client_retry: keep redis-py's own ``Retry`` (then disable ours).
+        keep_client_retry: ``True`` keeps redis-py's own ``Retry`` for this client (then the
+            policy makes one attempt per command); ``False`` retries in the policy, with
+            redis-py's retry making one try inside each attempt; ``None`` (default) keeps
+            redis-py's when it was set explicitly or when the policy does not retry. Other
+            clients sharing the connection pool are never changed.
     """
     check_type(
         "instrument(client=...)", client, (redis.Redis, redis.asyncio.Redis),
         "a redis.Redis or redis.asyncio.Redis",
     )  # fmt: skip
+    flags: dict[str, object] = (
+        {} if keep_client_retry is None else {"keep_client_retry": keep_client_retry}
+    )
     check_shell_args(
         "instrument", policy=policy, classifier=classifier, breaker=breaker, observers=observers,
-        clock=clock, rng=rng, flags={"keep_client_retry": keep_client_retry},
+        clock=clock, rng=rng, flags=flags,
     )  # fmt: skip
     idempotent = check_names("instrument(idempotent_commands=...)", idempotent_commands)
     if getattr(client, "_resilience_guard", None) is not None:
         raise ValueError(f"client {client!r} is already instrumented")
     host, port, db = _server_of(client)
-    shell = DbShell(
-        policy, system="redis", classify=classifier or classify_redis,
-        reject_as=_reject_as_redis_error, server=(host, port), namespace=db, breaker=breaker,
-        dead_letters=dead_letters, observers=tuple(observers), tracer_provider=tracer_provider,
-        meter_provider=meter_provider, clock=clock, rng=rng,
-        timed_out=redis_timed_out, owner="instrument",  # one timeout type, sync and async
-    )  # fmt: skip
-    guard = _Guard(shell, frozenset(c.upper() for c in idempotent))
+    keep, policy_retries = retry_layer(client, policy.retry.max_attempts, keep_client_retry)
+    if not policy_retries:
+        policy = _one_attempt(policy)
+
+    def make_shell(policy: Policy, given: CircuitBreaker | None) -> DbShell:
+        return DbShell(
+            policy, system="redis", classify=classifier or classify_redis,
+            reject_as=_reject_as_redis_error, server=(host, port), namespace=db,
+            breaker=given or breaker, dead_letters=dead_letters, observers=tuple(observers),
+            tracer_provider=tracer_provider, meter_provider=meter_provider, clock=clock,
+            rng=rng, timed_out=redis_timed_out, owner="instrument",  # one timeout type
+        )  # fmt: skip
+
+    guard = Guard(policy, make_shell, frozenset(c.upper() for c in idempotent), single_try=not keep)
+    scope_pool_retry(client.connection_pool)
     if isinstance(client, redis.asyncio.Redis):
-        if not keep_client_retry:
-            client.set_retry(AsyncRetry(NoBackoff(), 0))
         _patch_async(client, guard)
     else:
-        if not keep_client_retry:
-            client.set_retry(Retry(NoBackoff(), 0))
         cap_connect_timeout(client, policy)
         bound_handshakes(client)
         _patch_sync(client, guard)
@@ -259,101 +213,94 @@ def instrument(
     return client
 
 
+def _one_attempt(policy: Policy) -> Policy:
+    return dataclasses.replace(policy, retry=dataclasses.replace(policy.retry, max_attempts=1))
+
+
 def breaker_of(client: redis.Redis | redis.asyncio.Redis) -> CircuitBreaker:
     """The breaker guarding an instrumented client."""
     guard = getattr(client, "_resilience_guard", None)
-    if not isinstance(guard, _Guard):
+    if not isinstance(guard, Guard):
         raise ValueError(f"client {client!r} is not instrumented")
     return guard.shell.breaker
 
 
-def _patch_sync(client: redis.Redis, guard: _Guard) -> None:
-    execute_command = client.execute_command
+def _patch_sync(client: redis.Redis, guard: Guard) -> None:
+    execute_command: Callable[..., Any] = client.execute_command
+    if guard.single_try:
+        execute_command = in_single_try(execute_command)
     make_pipeline = client.pipeline
+    make_pubsub = client.pubsub
     shell = guard.shell
     commands = guard.commands
 
     def guarded_execute(*args: Any, **options: Any) -> Any:
         try:
-            op, safe = commands[args[0]]
+            op, safe, block = commands[args[0]]
         except (KeyError, IndexError, TypeError):
-            op, safe = guard.command(args)
+            op, safe, block = guard.command(args)
+        if block is not None and (seconds := block(args)) is not None:
+            return guard.run_sync(
+                op, execute_command, args, options, replayable=safe or idempotent_block.get(),
+                block=seconds,
+            )  # fmt: skip
         return shell.run_sync(
             op,
             lambda step: run_until(step, execute_command, args, options),
-            replayable=safe or _idempotent_block.get(),
+            replayable=safe or idempotent_block.get(),
         )
 
     def guarded_pipeline(transaction: bool = True, shard_hint: Any = None) -> Any:
         pipe = make_pipeline(transaction, shard_hint)
-        execute = pipe.execute
-        bound_commands(pipe)
-
-        def guarded_pipeline_execute(raise_on_error: bool = True) -> Any:
-            stack = list(pipe.command_stack)  # execute() empties it; each attempt needs it
-            names = [guard.command(args)[0].name for args, _ in stack]
-
-            def attempt(step: Attempt) -> Any:
-                pipe.command_stack = list(stack)
-                return run_until(step, execute, (raise_on_error,), {})
-
-            operation = "MULTI" if getattr(pipe, "transaction", False) is True else "PIPELINE"
-            extra = {sc.DB_OPERATION_BATCH_SIZE: len(stack)}
-            return shell.run_sync(
-                shell.operation(operation),
-                attempt,
-                replayable=guard.all_replayable(names),
-                extra=extra,
-            )
-
-        pipe.execute = guarded_pipeline_execute  # type: ignore[method-assign]
+        guard_pipeline_sync(pipe, guard)
         return pipe
+
+    def guarded_pubsub(**kwargs: Any) -> Any:
+        pubsub = make_pubsub(**kwargs)  # type: ignore[no-untyped-call]
+        guard_pubsub_sync(pubsub, guard)
+        return pubsub
 
     client.execute_command = guarded_execute  # type: ignore[method-assign]
     client.pipeline = guarded_pipeline  # type: ignore[method-assign]
+    client.pubsub = guarded_pubsub  # type: ignore[method-assign]
     bound_commands(client)
 
 
-def _patch_async(client: redis.asyncio.Redis, guard: _Guard) -> None:
-    execute_command = client.execute_command
+def _patch_async(client: redis.asyncio.Redis, guard: Guard) -> None:
+    execute_command: Callable[..., Awaitable[Any]] = client.execute_command
+    if guard.single_try:
+        execute_command = in_single_try_async(execute_command)
     make_pipeline = client.pipeline
+    make_pubsub = client.pubsub
     shell = guard.shell
     commands = guard.commands
 
     async def guarded_execute(*args: Any, **options: Any) -> Any:
         try:
-            op, safe = commands[args[0]]
+            op, safe, block = commands[args[0]]
         except (KeyError, IndexError, TypeError):
-            op, safe = guard.command(args)
+            op, safe, block = guard.command(args)
+        if block is not None and (seconds := block(args)) is not None:
+            return await guard.run_async(
+                op, execute_command, args, options, replayable=safe or idempotent_block.get(),
+                block=seconds,
+            )  # fmt: skip
         return await shell.run_async(
             op,
-            lambda _: execute_command(*args, **options),  # type: ignore[no-untyped-call]
-            replayable=safe or _idempotent_block.get(),
+            lambda _: execute_command(*args, **options),
+            replayable=safe or idempotent_block.get(),
         )
 
     def guarded_pipeline(transaction: bool = True, shard_hint: Any = None) -> Any:
         pipe = make_pipeline(transaction, shard_hint)
-        execute = pipe.execute
-
-        async def guarded_pipeline_execute(raise_on_error: bool = True) -> Any:
-            stack = list(pipe.command_stack)  # execute() empties it; each attempt needs it
-            names = [guard.command(args)[0].name for args, _ in stack]
-
-            async def attempt(step: Attempt) -> Any:
-                pipe.command_stack = list(stack)
-                return await execute(raise_on_error)
-
-            operation = "MULTI" if pipe.is_transaction else "PIPELINE"
-            extra = {sc.DB_OPERATION_BATCH_SIZE: len(stack)}
-            return await shell.run_async(
-                shell.operation(operation),
-                attempt,
-                replayable=guard.all_replayable(names),
-                extra=extra,
-            )
-
-        pipe.execute = guarded_pipeline_execute  # type: ignore[method-assign]
+        guard_pipeline_async(pipe, guard)
         return pipe
+
+    def guarded_pubsub(**kwargs: Any) -> Any:
+        pubsub = make_pubsub(**kwargs)
+        guard_pubsub_async(pubsub, guard)
+        return pubsub
 
     client.execute_command = guarded_execute  # type: ignore[method-assign]
     client.pipeline = guarded_pipeline  # type: ignore[method-assign]
+    client.pubsub = guarded_pubsub  # type: ignore[method-assign]

@@ -275,12 +275,15 @@ def test_double_instrument_raises_value_error(client_type: ClientType) -> None:
 
 
 @pytest.mark.parametrize("client_type", CLIENT_TYPES)
-def test_redis_py_retry_is_turned_off(client_type: ClientType) -> None:
-    """Our layer retries, so redis-py's own Retry is set to 0 retries."""
+def test_redis_py_retry_settings_are_left_as_configured(client_type: ClientType) -> None:
+    """Our layer retries, yet the client's Retry is not replaced: it makes one try inside
+    our attempts instead (see test_redis_wrapping), so other clients of the pool keep it."""
     client = client_type(host=HOST, port=SHARED_PORT)
-    assert client.get_retry().get_retries() > 0  # the default we are turning off
+    before = client.get_retry()
     instrument(client, policy=fast_policy())
-    assert client.get_retry().get_retries() == 0
+    assert client.get_retry() is before
+    assert before is not None
+    assert before.get_retries() > 0
 
 
 @pytest.mark.parametrize("client_type", CLIENT_TYPES)
@@ -427,7 +430,10 @@ def test_sync_transaction_retries_watch_error_in_redis_py_loop(
         assert breaker_of(client).snapshot().failures == 0
     assert calls == 2
     assert shared.get(key) == b"16"
-    first, second = otel.spans()
+    # WATCH and the GET made while watching are operations of their own (one attempt each)
+    spans = otel.spans()
+    assert [span.name for span in spans] == ["WATCH", "GET", "MULTI"] * 2
+    first, second = spans[2], spans[5]
     assert first.attributes is not None
     assert first.attributes["error.type"] == "WatchError"
     assert EVENT_RETRY not in event_names(first)
@@ -457,7 +463,8 @@ async def test_async_transaction_retries_watch_error_in_redis_py_loop(
         assert breaker_of(client).snapshot().failures == 0
     assert calls == 2
     assert shared.get(key) == b"16"
-    assert [span.name for span in otel.spans()] == ["MULTI", "MULTI"]
+    # WATCH and the GET made while watching are operations of their own (one attempt each)
+    assert [span.name for span in otel.spans()] == ["WATCH", "GET", "MULTI"] * 2
 
 
 # -- spans -----------------------------------------------------------------------------------

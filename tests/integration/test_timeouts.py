@@ -30,7 +30,7 @@ from resilience_otel import (
     RetryConfig,
 )
 from resilience_otel.redis import breaker_of, instrument
-from tests.support.faultproxy import LATENCY, PASS, FaultProxy
+from tests.support.faultproxy import BLACKHOLE, LATENCY, PASS, FaultProxy
 
 from .faultserver import FaultServer, Mode, Respond, hang
 
@@ -328,20 +328,52 @@ def test_sync_redis_total_timeout_holds_across_retries(proxy: FaultProxy, key: s
         assert caught.value.attempts == 3
 
 
-def test_sync_blocking_command_is_bounded_by_call_timeout(sync_redis: redis.Redis) -> None:
-    """BLPOP blocking 2 s on an empty list ends at call_timeout, as on async."""
+BLOCK = 0.5  # a BLPOP's own block time, longer than TIMEOUT
+
+
+def test_sync_blocking_command_may_block_past_call_timeout(sync_redis: redis.Redis) -> None:
+    """BLPOP blocking 0.5 s under call_timeout 0.3 s ends empty at 0.5 s: a success."""
     started = time.monotonic()
-    with pytest.raises(rex.TimeoutError):
-        sync_redis.blpop([f"timeouts:empty:{uuid.uuid4().hex}"], timeout=2)
-    assert TIMEOUT <= time.monotonic() - started <= TIMEOUT + SLACK
+    assert sync_redis.blpop([f"timeouts:empty:{uuid.uuid4().hex}"], timeout=BLOCK) is None
+    assert BLOCK <= time.monotonic() - started < BLOCK + TIMEOUT  # ended by the block, not cut
+    assert breaker_of(sync_redis).snapshot().failures == 0
 
 
 @pytest.mark.anyio
-async def test_async_blocking_command_is_bounded_by_call_timeout(
+async def test_async_blocking_command_may_block_past_call_timeout(
     async_redis: redis.asyncio.Redis,
 ) -> None:
-    """The async BLPOP is cut at call_timeout with the same error class."""
+    """The async BLPOP is not cancelled before its own block ends, and ends as a success."""
     started = time.monotonic()
-    with pytest.raises(rex.TimeoutError):
-        await async_redis.blpop([f"timeouts:empty:{uuid.uuid4().hex}"], timeout=2)
-    assert TIMEOUT <= time.monotonic() - started <= TIMEOUT + SLACK
+    assert await async_redis.blpop([f"timeouts:empty:{uuid.uuid4().hex}"], timeout=BLOCK) is None
+    assert BLOCK <= time.monotonic() - started < BLOCK + TIMEOUT  # ended by the block, not cut
+    assert breaker_of(async_redis).snapshot().failures == 0
+
+
+def test_sync_blocking_command_is_cut_at_block_plus_call_timeout(
+    proxy: FaultProxy, sync_redis: redis.Redis
+) -> None:
+    """A silent server: BLPOP 0.5 s is cut at 0.5 + 0.3 s with a Redis (and builtin) timeout."""
+    proxy.set_mode(BLACKHOLE)
+    started = time.monotonic()
+    with pytest.raises(rex.TimeoutError) as caught:
+        sync_redis.blpop([f"timeouts:empty:{uuid.uuid4().hex}"], timeout=BLOCK)
+    assert BLOCK + TIMEOUT <= time.monotonic() - started <= BLOCK + TIMEOUT + SLACK
+    assert isinstance(caught.value, TimeoutError)
+    assert "BLPOP attempt 1 exceeded its block time 0.500s" in str(caught.value)
+    assert breaker_of(sync_redis).snapshot().failures == 1
+
+
+@pytest.mark.anyio
+async def test_async_blocking_command_is_cut_at_block_plus_call_timeout(
+    proxy: FaultProxy, async_redis: redis.asyncio.Redis
+) -> None:
+    """Async: the same bound, error class and breaker effect."""
+    proxy.set_mode(BLACKHOLE)
+    started = time.monotonic()
+    with pytest.raises(rex.TimeoutError) as caught:
+        await async_redis.blpop([f"timeouts:empty:{uuid.uuid4().hex}"], timeout=BLOCK)
+    assert BLOCK + TIMEOUT <= time.monotonic() - started <= BLOCK + TIMEOUT + SLACK
+    assert isinstance(caught.value, TimeoutError)
+    assert "BLPOP attempt 1 exceeded its block time 0.500s" in str(caught.value)
+    assert breaker_of(async_redis).snapshot().failures == 1

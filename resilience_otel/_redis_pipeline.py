@@ -1,0 +1,106 @@
+"""Pipelines and transactions of an instrumented Redis client, sync and async.
+
+``pipe.execute()`` runs as one operation (``PIPELINE``, or ``MULTI`` for a transaction),
+retried as a whole only when every queued command may be resent. While a pipeline WATCHes
+keys (``pipe.watch(k)``), redis-py runs commands at once on the pipeline's own connection
+(``pipe.get(k)`` before ``pipe.multi()``): each runs as its own operation with one attempt,
+as does the ``execute()`` that ends the WATCH, because a reconnect loses the WATCH (a resend
+would run unguarded by it). A pipeline that is not a transaction and holds blocking commands
+may take their block times on top of the attempt timeout (inside ``MULTI`` nothing blocks).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import _semconv as sc
+from ._redis_blocking import pipeline_block
+from ._redis_deadline import bound_commands
+from ._redis_guard import Guard, in_single_try, in_single_try_async
+
+__all__ = ["guard_pipeline_async", "guard_pipeline_sync"]
+
+
+def _block_of(guard: Guard, args: tuple[Any, ...]) -> float | None:
+    block = guard.command(args)[2]
+    return None if block is None else block(args)
+
+
+def guard_pipeline_sync(pipe: Any, guard: Guard) -> None:
+    """Guard ``pipe`` (a sync pipeline of ``guard``'s client), in place."""
+    execute = pipe.execute
+    immediate = pipe.immediate_execute_command
+    if guard.single_try:
+        execute, immediate = in_single_try(execute), in_single_try(immediate)
+    bound_commands(pipe)
+
+    def guarded_immediate(*args: Any, **options: Any) -> Any:
+        op = guard.command(args)[0]
+        return guard.run_sync(
+            op, immediate, args, options, replayable=False, block=_block_of(guard, args),
+            once=True,
+        )  # fmt: skip
+
+    def guarded_execute(raise_on_error: bool = True) -> Any:
+        stack = list(pipe.command_stack)  # execute() empties it; each attempt needs it
+
+        def run(raise_on_error: bool) -> Any:
+            pipe.command_stack = list(stack)
+            return execute(raise_on_error)
+
+        transaction = getattr(pipe, "transaction", False) is True
+        op, replayable, block, extra = _describe(guard, stack, transaction)
+        return guard.run_sync(
+            op, run, (raise_on_error,), {}, replayable=replayable, block=block,
+            once=bool(pipe.watching), extra=extra,
+        )  # fmt: skip
+
+    pipe.immediate_execute_command = guarded_immediate
+    pipe.execute = guarded_execute
+
+
+def guard_pipeline_async(pipe: Any, guard: Guard) -> None:
+    """Guard ``pipe`` (a ``redis.asyncio`` pipeline of ``guard``'s client), in place."""
+    execute = pipe.execute
+    immediate = pipe.immediate_execute_command
+    if guard.single_try:
+        execute, immediate = in_single_try_async(execute), in_single_try_async(immediate)
+
+    async def guarded_immediate(*args: Any, **options: Any) -> Any:
+        op = guard.command(args)[0]
+        return await guard.run_async(
+            op, immediate, args, options, replayable=False, block=_block_of(guard, args),
+            once=True,
+        )  # fmt: skip
+
+    async def guarded_execute(raise_on_error: bool = True) -> Any:
+        stack = list(pipe.command_stack)  # execute() empties it; each attempt needs it
+
+        async def run(raise_on_error: bool) -> Any:
+            pipe.command_stack = list(stack)
+            return await execute(raise_on_error)
+
+        op, replayable, block, extra = _describe(guard, stack, pipe.is_transaction)
+        return await guard.run_async(
+            op, run, (raise_on_error,), {}, replayable=replayable, block=block,
+            once=bool(pipe.watching), extra=extra,
+        )  # fmt: skip
+
+    pipe.immediate_execute_command = guarded_immediate
+    pipe.execute = guarded_execute
+
+
+def _describe(
+    guard: Guard, stack: list[Any], transaction: bool
+) -> tuple[Any, bool, float | None, dict[str, Any]]:
+    """A pipeline's operation, whether it may be resent, how long it may block, and its
+    span attributes."""
+    commands = [(guard.command(args), args) for args, _ in stack]
+    names = [command[0].name for command, _ in commands]
+    block = None
+    if not transaction:
+        block = pipeline_block(
+            [(name, args) for name, (_, args) in zip(names, commands, strict=True)]
+        )
+    op = guard.shell.operation("MULTI" if transaction else "PIPELINE")
+    return op, guard.all_replayable(names), block, {sc.DB_OPERATION_BATCH_SIZE: len(stack)}

@@ -1,0 +1,156 @@
+"""Redis shell pieces without a server: block times read from arguments, the timeout type of
+an attempt that returns late, and redis-py's retry scoped to our attempts."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio
+from redis import exceptions as rex
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from resilience_otel import BreakerConfig, Policy, RetryConfig
+from resilience_otel._redis_blocking import block_parser, pipeline_block
+from resilience_otel._redis_retry import ScopedRetry, single_try
+from resilience_otel.redis import instrument
+from resilience_otel.testing import FakeClock
+
+POLICY = Policy(
+    service="cache",
+    breaker=BreakerConfig(call_timeout=1.0),
+    retry=RetryConfig(max_attempts=1, budget=None),
+    telemetry=False,
+)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Async tests run on asyncio."""
+    return "asyncio"
+
+
+@pytest.mark.parametrize(
+    ("args", "seconds"),
+    [
+        (("BLPOP", "a", "b", 2), 2.0),
+        (("BRPOP", b"a", b"0.5"), 0.5),
+        (("BLMOVE", "a", "b", "LEFT", "RIGHT", 3), 3.0),
+        (("BRPOPLPUSH", "a", "b", 1), 1.0),
+        (("BZPOPMIN", "z", 4), 4.0),
+        (("BZPOPMAX", "z", 0), math.inf),
+        (("BLMPOP", 1.5, 1, "a", "LEFT"), 1.5),
+        (("BZMPOP", 2, 1, "z", "MIN"), 2.0),
+        (("XREAD", "COUNT", 1, "BLOCK", 250, "STREAMS", "s", "$"), 0.25),
+        (("XREADGROUP", "GROUP", "g", "c", "BLOCK", 0, "STREAMS", "s", ">"), math.inf),
+        (("WAIT", 1, 100), 0.1),
+        (("WAITAOF", 1, 0, 2000), 2.0),
+    ],
+)
+def test_block_time_is_read_from_each_blocking_command(
+    args: tuple[Any, ...], seconds: float
+) -> None:
+    """Each blocking command's block time, in seconds; 0 blocks forever."""
+    parse = block_parser(str(args[0]))
+    assert parse is not None
+    assert parse(args) == seconds
+
+
+def test_xread_without_block_and_a_key_named_block_do_not_block() -> None:
+    """XREAD without BLOCK does not block; a stream named BLOCK after STREAMS is a key."""
+    parse = block_parser("XREAD")
+    assert parse is not None
+    assert parse(("XREAD", "COUNT", 1, "STREAMS", "s", "0")) is None
+    assert parse(("XREAD", "STREAMS", "BLOCK", "5")) is None
+
+
+def test_unreadable_block_times_and_other_commands_give_none() -> None:
+    """A block time that is not a non-negative number is not guessed; GET has no parser."""
+    parse = block_parser("BLPOP")
+    assert parse is not None
+    assert parse(("BLPOP", "k", "soon")) is None
+    assert parse(("BLPOP", "k", -1)) is None
+    assert block_parser("GET") is None
+
+
+def test_pipeline_block_sums_its_blocking_commands() -> None:
+    """A pipeline may block for the sum of its commands' block times."""
+    assert pipeline_block([("GET", ("GET", "k")), ("LLEN", ("LLEN", "k"))]) is None
+    blocks = [("BLPOP", ("BLPOP", "a", 1)), ("GET", ("GET", "k")), ("WAIT", ("WAIT", 1, 500))]
+    assert pipeline_block(blocks) == 1.5
+
+
+def test_sync_attempt_returning_late_fails_as_a_redis_timeout() -> None:
+    """A command that returns after call_timeout fails with redis.exceptions.TimeoutError."""
+    clock = FakeClock()
+    client = redis.Redis()
+
+    def late(*args: Any, **options: Any) -> bytes:
+        clock.advance(2.0)
+        return b"v"
+
+    client.execute_command = late  # type: ignore[method-assign]
+    instrument(client, policy=POLICY, clock=clock)
+    with pytest.raises(rex.TimeoutError) as caught:
+        client.get("k")
+    assert isinstance(caught.value, rex.RedisError)
+    assert isinstance(caught.value, TimeoutError)
+
+
+@pytest.mark.anyio
+async def test_async_attempt_returning_late_fails_as_a_redis_timeout() -> None:
+    """The async late return is a redis.exceptions.TimeoutError too."""
+    clock = FakeClock()
+    client = redis.asyncio.Redis()
+
+    async def late(*args: Any, **options: Any) -> bytes:
+        clock.advance(2.0)
+        return b"v"
+
+    client.execute_command = late  # type: ignore[method-assign]
+    instrument(client, policy=POLICY, clock=clock)
+    with pytest.raises(rex.TimeoutError) as caught:
+        await client.get("k")
+    assert isinstance(caught.value, rex.RedisError)
+    assert isinstance(caught.value, TimeoutError)
+
+
+def _counting(failures: int) -> tuple[list[int], Any]:
+    calls: list[int] = []
+
+    def do() -> str:
+        calls.append(1)
+        if len(calls) <= failures:
+            raise rex.ConnectionError("dropped")
+        return "ok"
+
+    return calls, do
+
+
+def test_scoped_retry_delegates_outside_our_attempts() -> None:
+    """Outside a single-try attempt the wrapped retry runs as configured, equal to it."""
+    inner = Retry(NoBackoff(), 2)
+    scoped = ScopedRetry(inner)
+    assert scoped == inner
+    assert scoped.get_retries() == 2
+    calls, do = _counting(2)
+    assert scoped.call_with_retry(do, lambda error: None) == "ok"
+    assert len(calls) == 3
+
+
+def test_scoped_retry_makes_one_try_inside_our_attempts() -> None:
+    """Inside a single-try attempt: one try, the failure handler runs once, the error is raised."""
+    scoped = ScopedRetry(Retry(NoBackoff(), 2))
+    calls, do = _counting(1)
+    failed: list[Exception] = []
+    token = single_try.set(True)
+    try:
+        with pytest.raises(rex.ConnectionError):
+            scoped.call_with_retry(do, failed.append)
+    finally:
+        single_try.reset(token)
+    assert len(calls) == 1
+    assert len(failed) == 1
