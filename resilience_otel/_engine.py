@@ -5,22 +5,18 @@ themselves and hand over to the flow only after a failure or a rejection.
 
 from __future__ import annotations
 
-import logging
 import math
 import random
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from opentelemetry import trace
-
-from ._breaker import CircuitBreaker, StateChange
-from ._classify import ErrorClass, Failure, FailureKind
+from ._breaker import CircuitBreaker
+from ._classify import Failure, FailureKind
 from ._clock import SYSTEM_CLOCK, Clock
 from ._deadline import Deadlines
 from ._errortext import error_text
-from ._exceptions import CircuitOpenError, exhausted_error
+from ._exceptions import CircuitOpenError
+from ._reporting import Reporting
 from ._retry import RetryBudget, backoff_delay, retry_limits
 from ._steps import (
     Attempt,
@@ -36,8 +32,8 @@ from ._steps import (
     run_async,
     run_sync,
 )
-from ._telemetry import AttemptTrace, MetricsObserver, Telemetry, finish_attempt
-from .dlq import DeadLetter, DeadLetterQueue, DeadLetterReason, check_queue
+from ._telemetry import AttemptTrace, MetricsObserver, Telemetry
+from .dlq import DeadLetterQueue, check_queue
 
 if TYPE_CHECKING:
     from ._config import Policy
@@ -46,13 +42,12 @@ if TYPE_CHECKING:
 __all__ = ["Attempt", "CallDescription", "Classifier", "Engine", "Flow"]
 
 T = TypeVar("T")
-_log = logging.getLogger("resilience_otel")
 
 
 Classifier = Callable[[Any, Exception | None], Failure | None]
 
 
-class Engine:
+class Engine(Reporting):
     """Runs calls for one policy: breaker, retries, budget, dead letters and observers.
 
     Client shells own an engine and translate their outcomes into its terms.
@@ -133,42 +128,6 @@ class Engine:
         self.timed_out = timed_out
         self.keeps = keeps
 
-    def service_breaker(self, given: CircuitBreaker | None) -> CircuitBreaker:
-        """The breaker a client of this policy uses: ``given`` (shared), else a new one."""
-        return self.new_breaker(self.policy.service) if given is None else self.adopt_breaker(given)
-
-    def new_breaker(self, name: str) -> CircuitBreaker:
-        """A breaker for this policy whose transitions reach the observers."""
-        return self.adopt_breaker(CircuitBreaker(self.policy.breaker, name=name, clock=self.clock))
-
-    def adopt_breaker(self, breaker: CircuitBreaker) -> CircuitBreaker:
-        """Report ``breaker``'s transitions to the observers and its state in the metrics.
-
-        A breaker shared by several clients is reported once per observer (and once per
-        telemetry pipeline), so sharing it does not double its gauge or its transitions.
-        """
-        service = self.policy.service
-        if self.telemetry is not None:
-            self.telemetry.watch_breaker(service, breaker)
-        for observer in self.observers:
-            # Every client makes its own MetricsObserver; they share the Telemetry object.
-            key = id(observer.telemetry) if isinstance(observer, MetricsObserver) else id(observer)
-            if not breaker.claim_forwarding(key):
-                continue
-            self._notify_observer(observer, "breaker_added", service, breaker)
-            breaker.add_listener(partial(self._forward_change, observer, service))
-        return breaker
-
-    def _forward_change(self, observer: Observer, service: str, change: StateChange) -> None:
-        self._notify_observer(observer, "state_changed", service, change)
-
-    @staticmethod
-    def _notify_observer(observer: Observer, hook: str, *args: Any) -> None:
-        try:
-            getattr(observer, hook)(*args)
-        except Exception:
-            _log.exception("observer %r failed in %s", observer, hook)
-
     # -- running a call ----------------------------------------------------------------------
     def call(
         self,
@@ -213,7 +172,7 @@ class Engine:
                 discard(value)
                 outcome = Outcome(None, self.timed_out(step), now - started)
             elif not self.classify_values or self.classify(value, None) is None:
-                self._succeeded(breaker, permit, step, now - started, now, started)
+                self._succeeded(breaker, permit, step, now - started, now, started, describe)
                 return value
             else:
                 outcome = Outcome(value, None, now - started)
@@ -268,7 +227,7 @@ class Engine:
                 await discard(value)
                 outcome = Outcome(None, self.timed_out(step), now - started)
             elif not self.classify_values or self.classify(value, None) is None:
-                self._succeeded(breaker, permit, step, now - started, now, started)
+                self._succeeded(breaker, permit, step, now - started, now, started, describe)
                 return value
             else:
                 outcome = Outcome(value, None, now - started)
@@ -361,7 +320,7 @@ class Engine:
                 failure = self.classify(outcome.value, outcome.error)
             now = clock.monotonic()
             if failure is None:
-                self._succeeded(breaker, permit, step, outcome.duration, now, started)
+                self._succeeded(breaker, permit, step, outcome.duration, now, started, describe)
                 return Final(outcome.value, None)
             change = breaker.record(
                 permit, failure=failure.counts_as_failure, duration=outcome.duration, now=now
@@ -387,29 +346,6 @@ class Engine:
         assert outcome is not None
         assert failure is not None
         return self._failed(outcome, failure, attempt, started, replayable, describe, allow_retry)
-
-    def _succeeded(
-        self,
-        breaker: CircuitBreaker,
-        permit: int,
-        step: Attempt,
-        duration: float,
-        now: float,
-        started: float,
-    ) -> None:
-        """Account for a successful attempt (the call ends with its value)."""
-        change = breaker.record(permit, failure=False, duration=duration, now=now)
-        if step.trace is not None:
-            self._end_trace(step, None, None, duration, None, change)
-        if self.observers:
-            self._finished("success", None, step.number, now - started)
-
-    def _abandoned(
-        self, breaker: CircuitBreaker, permit: int, step: Attempt, exc: BaseException
-    ) -> None:
-        """An attempt was cancelled or interrupted: not the upstream's fault."""
-        breaker.release(permit)
-        self._end_trace(step, exc, None, 0.0, None, None)
 
     def _next_delay(
         self,
@@ -449,155 +385,3 @@ class Engine:
         if self.budget is not None and not self.budget.try_withdraw(now):
             return None
         return delay
-
-    def _end_trace(
-        self,
-        step: Attempt,
-        error: BaseException | None,
-        failure: Failure | None,
-        duration: float,
-        retry: tuple[float, FailureKind] | None,
-        change: StateChange | None,
-    ) -> None:
-        if step.trace is None or self.telemetry is None:
-            return
-        finish_attempt(
-            self.telemetry,
-            step.trace,
-            attempt=step.number,
-            error=error,
-            failure=failure,
-            duration=duration,
-            retry=retry,
-            change=change,
-        )
-
-    # -- endings -----------------------------------------------------------------------------
-    def _rejected(
-        self, rejected: CircuitOpenError, started: float, describe: Callable[[], CallDescription]
-    ) -> Final[T]:
-        service = self.policy.service
-        self._emit("call_rejected", service, self.client, rejected.retry_after)
-        self._finished("rejected", None, 0, 0.0)
-        if DeadLetterReason.CIRCUIT_OPEN in self.policy.dead_letter_on:
-            self._dead_letter(
-                DeadLetterReason.CIRCUIT_OPEN,
-                describe,
-                error_class=ErrorClass.TRANSIENT.value,
-                error_type="CircuitOpenError",
-                message=str(rejected),
-                attempts=0,
-                started=started,
-            )
-        return Final(None, self._refusal(rejected))
-
-    def _refusal(self, rejected: CircuitOpenError) -> BaseException:
-        return rejected if self.reject_as is None else self.reject_as(rejected)
-
-    def _failed(
-        self,
-        outcome: Outcome[T],
-        failure: Failure,
-        attempt: int,
-        started: float,
-        replayable: bool,
-        describe: Callable[[], CallDescription],
-        allow_retry: bool,
-    ) -> Final[T]:
-        service = self.policy.service
-        self._finished("failure", failure.error_class, attempt, self.clock.monotonic() - started)
-        # "Exhausted" only when retrying was possible at all for this call and failure.
-        retryable = (
-            allow_retry
-            and failure.error_class in self.policy.retry.retry_on
-            and (replayable or not failure.sent)
-        )
-        if failure.error_class is ErrorClass.CRITICAL:
-            reason = DeadLetterReason.CRITICAL
-        elif failure.error_class is ErrorClass.PERMANENT:
-            reason = DeadLetterReason.PERMANENT
-        else:
-            reason = DeadLetterReason.RETRIES_EXHAUSTED
-        if retryable:
-            self._emit("retries_exhausted", service, self.client, attempt)
-        if reason in self.policy.dead_letter_on:
-            if outcome.error is not None:
-                error_message = self.describe_error(outcome.error)
-                message = f"{type(outcome.error).__name__}: {error_message}"
-            else:
-                message = self.describe_value(outcome.value)
-            self._dead_letter(
-                reason,
-                describe,
-                error_class=failure.error_class.value,
-                error_type=failure.error_type,
-                message=message,
-                attempts=attempt,
-                started=started,
-            )
-        error = outcome.error
-        if error is None:
-            return Final(outcome.value, None)
-        if retryable and attempt > 1:  # without a resend the caller gets its own error back
-            exhausted = exhausted_error(error, service=service, attempts=attempt)
-            exhausted.__cause__ = error
-            return Final(None, exhausted)
-        return Final(None, error)
-
-    def _finished(
-        self, outcome: str, error_class: ErrorClass | None, attempts: int, duration: float
-    ) -> None:
-        if self.observers:
-            self._emit(
-                "call_finished",
-                self.policy.service,
-                self.client,
-                outcome,
-                error_class,
-                attempts,
-                duration,
-            )
-
-    def _dead_letter(
-        self,
-        reason: DeadLetterReason,
-        describe: Callable[[], CallDescription],
-        *,
-        error_class: str,
-        error_type: str,
-        message: str,
-        attempts: int,
-        started: float,
-    ) -> None:
-        queue = self.dead_letters
-        if queue is None:
-            return
-        from ._redact import redact_text
-
-        description = describe()
-        clock = self.clock
-        wall_now = clock.time()
-        span_context = trace.get_current_span().get_span_context()
-        letter = DeadLetter(
-            service=self.policy.service,
-            operation=description.operation,
-            reason=reason,
-            error_class=error_class,
-            error_type=error_type,
-            message=redact_text(message)[:500],
-            attempts=attempts,
-            first_attempt_at=wall_now - (clock.monotonic() - started),
-            failed_at=wall_now,
-            trace_id=format(span_context.trace_id, "032x") if span_context.is_valid else None,
-            payload=description.payload,
-            metadata=description.metadata or {},
-            id=uuid.uuid4().hex,
-        )
-        dropped = queue.put(letter)
-        self._emit("dead_lettered", letter)
-        if dropped is not None:
-            self._emit("dead_letter_dropped", dropped.service)
-
-    def _emit(self, hook: str, *args: Any) -> None:
-        for observer in self.observers:
-            self._notify_observer(observer, hook, *args)

@@ -26,6 +26,7 @@ __all__ = [
     "Final",
     "First",
     "Flow",
+    "OpenBody",
     "Outcome",
     "Sleep",
     "TimedOut",
@@ -60,6 +61,31 @@ class Attempt:
     # The previous attempt's failed value, kept through the wait so the call can still end
     # with it if the breaker refuses this attempt; the driver discards it before running.
     discard: Any = None
+    # Set by a shell whose value goes on delivering after the attempt (a streamed response
+    # body): a success then ends when the body does (see :class:`OpenBody`).
+    body: OpenBody | None = None
+
+
+class OpenBody:
+    """A value still delivering after its attempt returned: a streamed response body.
+
+    The shell puts one on :attr:`Attempt.body` before returning the value. If the engine
+    accepts the value as the call's success, it sets :attr:`end` instead of finishing the
+    call; the shell calls :meth:`ended` once the body is read to its end, closed, or fails.
+    A value that failed (say a streamed 503) is accounted for at once and ``end`` stays
+    unset, so :meth:`ended` does nothing.
+    """
+
+    __slots__ = ("end",)
+
+    def __init__(self) -> None:
+        self.end: Callable[[Exception | None], None] | None = None
+
+    def ended(self, error: Exception | None) -> None:
+        """The body ended: with ``error``, or cleanly (``None``). Only the first call counts."""
+        end, self.end = self.end, None
+        if end is not None:
+            end(error)
 
 
 @dataclass(slots=True)

@@ -983,3 +983,58 @@ async def test_raising_observer_does_not_break_the_call(
             await client.get(URL)
     assert upstream.calls == 3
     assert len(dlq) == 2
+
+
+# -- the wrapped transport ------------------------------------------------------------------
+class Tracked(httpx.AsyncBaseTransport):
+    """An inner transport recording how it is entered, exited and closed."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200)
+
+    async def __aenter__(self) -> Tracked:
+        self.events.append("enter")
+        return self
+
+    async def __aexit__(self, *args: object) -> None:
+        self.events.append("exit")
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        self.events.append("close")
+
+
+async def test_with_client_enters_and_exits_the_inner_transport(clock: FakeClock) -> None:
+    """`async with client:` runs the inner transport's __aenter__ and __aexit__."""
+    inner = Tracked()
+    transport = AsyncResilientTransport(inner, policy=make_policy(), clock=clock)
+    async with httpx.AsyncClient(transport=transport):
+        assert inner.events == ["enter"]
+    assert inner.events == ["enter", "exit", "close"]
+
+
+async def test_entering_the_transport_returns_it(clock: FakeClock) -> None:
+    """`async with transport as t:` gives back the resilient transport itself."""
+    transport = AsyncResilientTransport(Tracked(), policy=make_policy(), clock=clock)
+    async with transport as entered:
+        assert entered is transport
+
+
+async def test_inner_transport_is_exposed_read_only(clock: FakeClock) -> None:
+    """`transport.transport` is the wrapped transport and cannot be replaced."""
+    inner = Tracked()
+    transport = AsyncResilientTransport(inner, policy=make_policy(), clock=clock)
+    assert transport.transport is inner
+    with pytest.raises(AttributeError):
+        transport.transport = Tracked()  # type: ignore[misc]
+
+
+async def test_pool_is_the_inner_transports_pool(clock: FakeClock) -> None:
+    """`_pool` reads the wrapped AsyncHTTPTransport's pool (what httpx's proxy tests inspect)."""
+    inner = httpx.AsyncHTTPTransport(proxy="http://127.0.0.1:9")
+    transport = AsyncResilientTransport(inner, policy=make_policy(), clock=clock)
+    assert transport._pool is inner._pool
+    assert not hasattr(AsyncResilientTransport(Tracked(), policy=make_policy()), "_pool")

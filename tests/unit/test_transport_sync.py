@@ -938,3 +938,57 @@ def test_raising_observer_does_not_break_the_call(
             client.get(URL)
     assert upstream.calls == 3
     assert len(dlq) == 2
+
+
+# -- the wrapped transport ------------------------------------------------------------------
+class Tracked(httpx.BaseTransport):
+    """An inner transport recording how it is entered, exited and closed."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200)
+
+    def __enter__(self) -> Tracked:
+        self.events.append("enter")
+        return self
+
+    def __exit__(self, *args: object) -> None:
+        self.events.append("exit")
+        self.close()
+
+    def close(self) -> None:
+        self.events.append("close")
+
+
+def test_with_client_enters_and_exits_the_inner_transport(clock: FakeClock) -> None:
+    """`with client:` runs the inner transport's __enter__ and __exit__, as httpx's own do."""
+    inner = Tracked()
+    with httpx.Client(transport=ResilientTransport(inner, policy=make_policy(), clock=clock)):
+        assert inner.events == ["enter"]
+    assert inner.events == ["enter", "exit", "close"]
+
+
+def test_entering_the_transport_returns_it(clock: FakeClock) -> None:
+    """`with transport as t:` gives back the resilient transport itself."""
+    transport = ResilientTransport(Tracked(), policy=make_policy(), clock=clock)
+    with transport as entered:
+        assert entered is transport
+
+
+def test_inner_transport_is_exposed_read_only(clock: FakeClock) -> None:
+    """`transport.transport` is the wrapped transport and cannot be replaced."""
+    inner = Tracked()
+    transport = ResilientTransport(inner, policy=make_policy(), clock=clock)
+    assert transport.transport is inner
+    with pytest.raises(AttributeError):
+        transport.transport = Tracked()  # type: ignore[misc]
+
+
+def test_pool_is_the_inner_transports_pool(clock: FakeClock) -> None:
+    """`_pool` reads the wrapped HTTPTransport's pool (what httpx's proxy tests inspect)."""
+    inner = httpx.HTTPTransport(proxy="http://127.0.0.1:9")
+    transport = ResilientTransport(inner, policy=make_policy(), clock=clock)
+    assert transport._pool is inner._pool
+    assert not hasattr(ResilientTransport(Tracked(), policy=make_policy()), "_pool")
