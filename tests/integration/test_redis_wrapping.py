@@ -330,6 +330,57 @@ def test_sync_subscribe_is_an_operation_and_an_open_breaker_refuses_it(otel: Ote
     client.close()
 
 
+@pytest.mark.anyio
+async def test_async_subscribe_is_an_operation_and_an_open_breaker_refuses_it(otel: Otel) -> None:
+    """The async twin: a SUBSCRIBE span, then a refusal while the breaker is open."""
+    client = instrument(
+        redis.asyncio.Redis(host=HOST, port=SHARED_PORT), policy=fast_policy(), **otel.providers
+    )
+    channel = f"resilience-otel-test:{uuid.uuid4().hex}"
+    pubsub = client.pubsub()
+    await pubsub.subscribe(channel)
+    message = await pubsub.get_message(timeout=1.0)
+    assert message is not None
+    assert message["type"] == "subscribe"
+    assert [span.name for span in otel.spans()] == ["SUBSCRIBE"]
+    await pubsub.aclose()
+    breaker_of(client).force_open()
+    with pytest.raises(rex.ConnectionError) as caught:
+        await client.pubsub().subscribe(channel)
+    assert isinstance(caught.value, CircuitOpenError)
+    await client.aclose()
+
+
+@pytest.mark.anyio
+async def test_async_pubsub_reconnect_goes_through_the_breaker(
+    async_proxy: FaultProxy, otel: Otel
+) -> None:
+    """The async twin: a dropped connection comes back as a RECONNECT operation and
+    messages flow again."""
+    client = instrument(
+        redis.asyncio.Redis(host=HOST, port=async_proxy.port, retry=AsyncRetry(NoBackoff(), 1)),
+        policy=fast_policy(max_attempts=1),
+        **otel.providers,
+    )
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    await pubsub.subscribe("news")
+    await pubsub.get_message(timeout=0.2)
+    async_proxy.reset_all()
+    await pubsub.get_message(timeout=0.2)
+    assert "RECONNECT" in [span.name for span in otel.spans()]
+    publisher = redis.asyncio.Redis(host=HOST, port=async_proxy.port)
+    for _ in range(200):  # until the resubscription has reached the server (at most 2 s)
+        if await publisher.publish("news", "hello"):
+            break
+        await asyncio.sleep(0.01)
+    message = await pubsub.get_message(timeout=1.0)
+    assert message is not None
+    assert message["data"] == b"hello"
+    await pubsub.aclose()
+    await publisher.aclose()
+    await client.aclose()
+
+
 def test_sync_pubsub_reconnect_goes_through_the_breaker(proxy: FaultProxy, otel: Otel) -> None:
     """A dropped pub/sub connection is reconnected as a RECONNECT operation (resubscribed,
     messages flow again); with the breaker open the reconnect is refused."""
