@@ -3,6 +3,7 @@ an attempt that returns late, and redis-py's retry scoped to our attempts."""
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -15,7 +16,7 @@ from redis.retry import Retry
 
 from resilience_otel import BreakerConfig, Policy, RetryConfig
 from resilience_otel._redis_blocking import block_parser, pipeline_block
-from resilience_otel._redis_retry import ScopedRetry, single_try
+from resilience_otel._redis_retry import ScopedRetry, retry_layer, single_try
 from resilience_otel.redis import instrument
 from resilience_otel.testing import FakeClock
 
@@ -154,3 +155,34 @@ def test_scoped_retry_makes_one_try_inside_our_attempts() -> None:
         single_try.reset(token)
     assert len(calls) == 1
     assert len(failed) == 1
+
+
+@pytest.mark.parametrize(
+    ("make", "max_attempts", "keep_client_retry", "expected"),
+    [
+        (lambda: redis.Redis(), 3, None, (False, True)),  # default retry: ours
+        (lambda: redis.Redis(retry=Retry(NoBackoff(), 2)), 3, None, (True, False)),
+        (lambda: redis.Redis(retry_on_error=[rex.BusyLoadingError]), 3, None, (True, False)),
+        (lambda: redis.Redis(), 1, None, (True, True)),  # nothing to stack
+        (lambda: redis.Redis(), 3, True, (True, False)),
+        (lambda: redis.Redis(retry=Retry(NoBackoff(), 2)), 3, False, (False, True)),
+        # a pool without retry settings: redis-py makes no retry, the policy may
+        (lambda: redis.Redis(connection_pool=redis.ConnectionPool()), 3, True, (True, True)),
+        (lambda: redis.asyncio.Redis(), 3, None, (False, True)),
+    ],
+)
+def test_retry_layer_decision(
+    make: Any, max_attempts: int, keep_client_retry: bool | None, expected: tuple[bool, bool]
+) -> None:
+    """(keep redis-py's retry, the policy may retry) for each kind of client retry setting."""
+    assert retry_layer(make(), max_attempts, keep_client_retry) == expected
+
+
+def test_both_layers_set_to_retry_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    """An explicit client retry and a retrying policy: one warning naming both settings."""
+    with caplog.at_level(logging.WARNING, logger="resilience_otel"):
+        retry_layer(redis.Redis(retry=Retry(NoBackoff(), 2)), 3, None)
+        retry_layer(redis.Redis(), 3, None)
+    (record,) = caplog.records
+    assert "2 retries" in record.getMessage()
+    assert "max_attempts=3" in record.getMessage()
