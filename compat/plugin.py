@@ -1,0 +1,203 @@
+"""pytest plugin for upstream test suites: ``-p compat.plugin``.
+
+Always on:
+- a network guard: connections leave through loopback only, and never to the machine's shared
+  Redis (6379) or PostgreSQL (5432), which upstream fixtures would flush; other host names do
+  not resolve. A test that needs more fails the same way in both runs.
+- ``--compat-outcomes=PATH`` writes every test's outcome (passed, failed, error, skipped,
+  xfailed, xpassed) as JSON, for :mod:`compat.run` to compare.
+
+With ``--compat-wrap`` every client is wrapped as it is constructed, under a policy that can
+neither retry nor trip (one attempt, a breaker threshold of 10**9, default call timeout):
+- ``httpx.Client``/``httpx.AsyncClient``: its transport and every mounted transport are put
+  inside ``ResilientTransport``/``AsyncResilientTransport``;
+- ``redis.Redis``/``redis.asyncio.Redis``: ``resilience_otel.redis.instrument()`` with its
+  defaults.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import json
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+SHARED_PORTS = frozenset({6379, 5432})
+_LOCAL_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
+
+_undo: list[Callable[[], None]] = []
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """Register the plugin's options."""
+    group = parser.getgroup("compat", "resilience-otel compatibility run")
+    group.addoption(
+        "--compat-wrap", action="store_true", help="wrap every httpx and redis client we can"
+    )
+    group.addoption("--compat-outcomes", metavar="PATH", help="write per-test outcomes as JSON")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Install the network guard, and the wrappers when asked."""
+    _guard_network()
+    if config.getoption("--compat-wrap"):
+        policy = _policy()
+        _wrap_httpx(policy)
+        _wrap_redis(policy)
+    config.pluginmanager.register(_Outcomes(config.getoption("--compat-outcomes")), "compat-out")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Put back everything the plugin patched."""
+    while _undo:
+        _undo.pop()()
+
+
+def _patch(owner: Any, name: str, replacement: Any) -> None:
+    original = getattr(owner, name)
+    setattr(owner, name, replacement)
+    _undo.append(lambda: setattr(owner, name, original))
+
+
+# network guard -------------------------------------------------------------------------------
+
+
+def _refused(address: Any) -> bool:
+    """Whether a connection to ``address`` must not be made (not loopback, or a shared port)."""
+    if not isinstance(address, tuple) or len(address) < 2:
+        return False  # a Unix socket path stays on this machine and is nobody else's
+    host, port = address[0], address[1]
+    if port in SHARED_PORTS:
+        return True
+    if host in _LOCAL_NAMES:
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True
+
+
+def _guard_network() -> None:
+    real_connect = socket.socket.connect
+    real_connect_ex = socket.socket.connect_ex
+    real_getaddrinfo = socket.getaddrinfo
+
+    def connect(self: socket.socket, address: Any) -> None:
+        if _refused(address):
+            raise ConnectionRefusedError(111, f"compat guard: no connection to {address!r}")
+        real_connect(self, address)
+
+    def connect_ex(self: socket.socket, address: Any) -> int:
+        if _refused(address):
+            return 111
+        return real_connect_ex(self, address)
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        name = host.decode() if isinstance(host, bytes) else host
+        if name not in (None, "") and name not in _LOCAL_NAMES:
+            try:
+                ipaddress.ip_address(name.split("%")[0])
+            except ValueError:
+                raise socket.gaierror(
+                    socket.EAI_NONAME, f"compat guard: {name} not resolved"
+                ) from None
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    _patch(socket.socket, "connect", connect)
+    _patch(socket.socket, "connect_ex", connect_ex)
+    _patch(socket, "getaddrinfo", getaddrinfo)
+
+
+# wrappers ------------------------------------------------------------------------------------
+
+
+def _policy() -> Any:
+    from resilience_otel import BreakerConfig, Policy, RetryConfig
+
+    return Policy(
+        service="compat",
+        breaker=BreakerConfig(failure_threshold=10**9),
+        retry=RetryConfig(max_attempts=1),
+    )
+
+
+def _wrap_httpx(policy: Any) -> None:
+    import httpx
+
+    from resilience_otel import AsyncResilientTransport, ResilientTransport
+
+    def wrapping(cls: type[Any], wrapper: type[Any]) -> None:
+        original = cls.__init__
+
+        @functools.wraps(original)
+        def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+            original(self, *args, **kwargs)
+            self._transport = wrapper(self._transport, policy=policy)
+            self._mounts = {
+                pattern: None if inner is None else wrapper(inner, policy=policy)
+                for pattern, inner in self._mounts.items()
+            }
+
+        _patch(cls, "__init__", __init__)
+
+    wrapping(httpx.Client, ResilientTransport)
+    wrapping(httpx.AsyncClient, AsyncResilientTransport)
+
+
+def _wrap_redis(policy: Any) -> None:
+    import redis
+    import redis.asyncio
+
+    from resilience_otel.redis import instrument
+
+    def wrapping(cls: type[Any]) -> None:
+        original = cls.__init__
+
+        @functools.wraps(original)
+        def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+            original(self, *args, **kwargs)
+            # a subclass calling super().__init__ twice, or a client built inside another's
+            if getattr(self, "_resilience_guard", None) is None:
+                instrument(self, policy=policy)
+
+        _patch(cls, "__init__", __init__)
+
+    wrapping(redis.Redis)
+    wrapping(redis.asyncio.Redis)
+
+
+# outcomes ------------------------------------------------------------------------------------
+
+
+class _Outcomes:
+    """Collects one outcome per test id and writes them as JSON at the end of the session."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self.outcomes: dict[str, str] = {}
+
+    @pytest.hookimpl
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """Fold the setup, call and teardown reports into one outcome."""
+        nodeid, xfail = report.nodeid, hasattr(report, "wasxfail")
+        if report.when == "call":
+            if xfail:
+                self.outcomes[nodeid] = "xfailed" if report.skipped else "xpassed"
+            else:
+                self.outcomes[nodeid] = report.outcome
+        elif report.failed:  # a failing setup or teardown spoils a pass, not a failure
+            if self.outcomes.get(nodeid) in (None, "passed", "xpassed"):
+                self.outcomes[nodeid] = "error"
+        elif report.skipped:
+            self.outcomes[nodeid] = "xfailed" if xfail else "skipped"
+
+    @pytest.hookimpl
+    def pytest_sessionfinish(self) -> None:
+        """Write the outcomes."""
+        if self.path:
+            Path(self.path).write_text(json.dumps(self.outcomes, indent=0, sort_keys=True))
