@@ -185,8 +185,8 @@ class HttpShell:
         """After the head of a streamed response: its body is read with the caller's own
         timeouts (httpcore reads them when the body is read), bounded by the idle timeout,
         not by the attempt's."""
-        if step.timeout is None or step.body is None:
-            return
+        if step.timeout is None:
+            return  # nothing was capped
         if original is None:
             request.extensions.pop("timeout", None)
         else:

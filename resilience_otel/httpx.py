@@ -155,7 +155,8 @@ class ResilientTransport(Wrapping, httpx.BaseTransport):
                 response = self._traced(request, step)
             finally:
                 attempt_deadline.reset(token)
-        shell.release(request, original_timeout, step)
+        if step.body is not None:
+            shell.release(request, original_timeout, step)
         return response
 
     def _traced(self, request: httpx.Request, step: Attempt) -> httpx.Response:
@@ -310,7 +311,8 @@ class AsyncResilientTransport(Wrapping, httpx.AsyncBaseTransport):
             if scope.expired:
                 raise call_timed_out(request, step) from exc
             raise
-        shell.release(request, original_timeout, step)
+        if step.body is not None:
+            shell.release(request, original_timeout, step)
         return response
 
     async def _traced(self, request: httpx.Request, step: Attempt) -> httpx.Response:
