@@ -108,8 +108,11 @@ def read_known(path: Path = KNOWN) -> dict[tuple[str, str], str]:
     known: dict[tuple[str, str], str] = {}
     for number, raw in enumerate(path.read_text().splitlines(), 1):
         if raw.strip() and not raw.lstrip().startswith("#"):
-            parts = [part.strip() for part in raw.split(" | ", 2)]
-            if len(parts) != 3 or not all(parts) or parts[0] not in SUITES:
+            # a test id may hold " | " (a parameter), a reason may not
+            suite, _, rest = raw.partition(" | ")
+            test, _, reason = rest.rpartition(" | ")
+            parts = [suite.strip(), test.strip(), reason.strip()]
+            if not all(parts) or parts[0] not in SUITES:
                 raise SystemExit(
                     f"{path}:{number}: expected 'suite | test id | reason' with suite one of "
                     f"{sorted(SUITES)}, got {raw!r}"
