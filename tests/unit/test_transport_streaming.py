@@ -26,6 +26,7 @@ from resilience_otel import (
     BreakerState,
     ConfigError,
     ErrorClass,
+    InMemoryDeadLetterQueue,
     Jitter,
     Observer,
     Policy,
@@ -280,6 +281,22 @@ def test_stream_failing_midway_is_one_failure_and_not_resent(clock: FakeClock) -
     assert len(upstream.requests) == 1
     assert recorder.finished == [("failure", ErrorClass.TRANSIENT, 1)]
     assert transport.breaker.snapshot().failures == 1
+
+
+def test_stream_failing_midway_is_dead_lettered_once(clock: FakeClock) -> None:
+    """A failed stream leaves one dead letter for its one attempt, naming the body's error."""
+    letters = InMemoryDeadLetterQueue()
+    make = lambda: httpx.Response(200, stream=Body(b"a", httpx.ReadError("reset")))  # noqa: E731
+    transport = _sync(Upstream(make), clock, dead_letters=letters)
+    with (
+        httpx.Client(transport=transport) as client,
+        client.stream("GET", URL) as response,
+        pytest.raises(httpx.ReadError),
+    ):
+        response.read()
+    (letter,) = letters.entries()
+    assert (letter.operation, letter.attempts, letter.error_type) == (f"GET {URL}", 1, "ReadError")
+    assert letter.message == "ReadError: reset"
 
 
 def test_stream_idle_longer_than_call_timeout_fails_once(clock: FakeClock) -> None:
