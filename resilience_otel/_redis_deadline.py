@@ -123,9 +123,12 @@ def _on_connection(
         raise _timed_out(step)
     if not isinstance(conn, AbstractConnection):  # e.g. a client-side caching proxy
         return call(conn, *args, **kwargs)
-    configured = conn.socket_timeout
-    if configured is not None and configured <= left:
-        return call(conn, *args, **kwargs)  # the connection's own timeout is tighter
+    configured: object = conn.socket_timeout
+    if configured is not None:
+        if not isinstance(configured, int | float):  # a stand-in, not a socket connection
+            return call(conn, *args, **kwargs)
+        if configured <= left:
+            return call(conn, *args, **kwargs)  # the connection's own timeout is tighter
     sock = _connected_socket(conn)
     if sock is None:
         return call(conn, *args, **kwargs)
@@ -223,7 +226,9 @@ def cap_connect_timeout(client: redis.Redis, policy: Policy) -> None:
     if not limits:
         return
     limit = min(limits)
-    kwargs = client.connection_pool.connection_kwargs
+    kwargs: object = client.connection_pool.connection_kwargs
+    if not isinstance(kwargs, dict):  # a stand-in pool: no connections of its own to make
+        return
     current = kwargs.get("socket_connect_timeout") or kwargs.get("socket_timeout")
-    if current is None or current > limit:
+    if current is None or (isinstance(current, int | float) and current > limit):
         kwargs["socket_connect_timeout"] = limit

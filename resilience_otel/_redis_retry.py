@@ -133,8 +133,10 @@ def scope_pool_retry(pool: Any) -> None:
     by ``set_retry``) in a scoped retry; once per pool, however many clients share it."""
     if getattr(pool, "_resilience_scoped_retry", False):
         return
-    make = pool.make_connection
-    set_retry = pool.set_retry
+    make = getattr(pool, "make_connection", None)
+    set_retry = getattr(pool, "set_retry", None)
+    if make is None or set_retry is None:  # not a redis-py pool: its connections are its own
+        return
 
     def make_connection() -> Any:
         conn = make()

@@ -6,12 +6,14 @@ from __future__ import annotations
 import logging
 import math
 from typing import Any
+from unittest import mock
 
 import pytest
 import redis
 import redis.asyncio
 from redis import exceptions as rex
 from redis.backoff import NoBackoff
+from redis.connection import Connection
 from redis.retry import Retry
 
 from resilience_otel import BreakerConfig, Policy, RetryConfig
@@ -186,3 +188,21 @@ def test_both_layers_set_to_retry_is_logged(caplog: pytest.LogCaptureFixture) ->
     (record,) = caplog.records
     assert "2 retries" in record.getMessage()
     assert "max_attempts=3" in record.getMessage()
+
+
+def test_client_on_a_stand_in_pool_can_be_instrumented() -> None:
+    """A client built on a mock pool (as redis-py's own metric tests build one) is accepted."""
+    client = redis.Redis(connection_pool=mock.MagicMock())
+    assert instrument(client, policy=POLICY) is client
+
+
+def test_command_on_a_stand_in_connection_runs() -> None:
+    """A Mock(spec=Connection) whose socket_timeout is not a number is used as it is."""
+    client = instrument(redis.Redis(), policy=POLICY)
+    connection = mock.Mock(spec=Connection)
+    connection.retry = Retry(NoBackoff(), 0)
+    connection.read_response.return_value = b"PONG"
+    connection.host, connection.port, connection.db = "localhost", 6379, 0
+    with mock.patch.object(client, "connection", connection):
+        assert client.execute_command("ECHO", "x") == b"PONG"
+    connection.send_command.assert_called_once()
