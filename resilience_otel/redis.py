@@ -188,6 +188,7 @@ def instrument(
     if getattr(client, "_resilience_guard", None) is not None:
         raise ValueError(f"client {client!r} is already instrumented")
     host, port, db = _server_of(client)
+    observers = tuple(observers)  # every shell of the client reports to the same observers
     keep, policy_retries = retry_layer(client, policy.retry.max_attempts, keep_client_retry)
     if not policy_retries:
         policy = _one_attempt(policy)
@@ -196,7 +197,7 @@ def instrument(
         return DbShell(
             policy, system="redis", classify=classifier or classify_redis,
             reject_as=_reject_as_redis_error, server=(host, port), namespace=db,
-            breaker=given or breaker, dead_letters=dead_letters, observers=tuple(observers),
+            breaker=given or breaker, dead_letters=dead_letters, observers=observers,
             tracer_provider=tracer_provider, meter_provider=meter_provider, clock=clock,
             rng=rng, timed_out=redis_timed_out, owner="instrument",  # one timeout type
         )  # fmt: skip
