@@ -305,6 +305,26 @@ def test_watch_mode_command_is_never_resent(proxy: FaultProxy, otel: Otel) -> No
     client.close()
 
 
+@pytest.mark.anyio
+async def test_async_watch_mode_command_is_never_resent(
+    async_proxy: FaultProxy, otel: Otel
+) -> None:
+    """The async twin: one attempt for a GET made while WATCHing, though the policy retries."""
+    client = instrument(
+        redis.asyncio.Redis(host=HOST, port=async_proxy.port),
+        policy=fast_policy(max_attempts=3),
+        **otel.providers,
+    )
+    async with client.pipeline() as pipe:
+        await pipe.watch("k")
+        async_proxy.reset_all()
+        with pytest.raises(rex.RedisError):
+            await pipe.get("k")
+    (span,) = [span for span in otel.spans() if span.name == "GET"]
+    assert EVENT_RETRY not in event_names(span)
+    await client.aclose()
+
+
 def _read_until_failure(pubsub: Any) -> None:
     """Read from ``pubsub`` until a read raises (at most 3 reads)."""
     for _ in range(3):
