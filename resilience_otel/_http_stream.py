@@ -183,7 +183,8 @@ class WatchedBody(httpx.SyncByteStream):
     ``httpx.ReadTimeout`` when no data came for ``idle`` seconds.
 
     With ``cut`` (the inner transport's sockets honour :data:`attempt_deadline`) a silent
-    upstream is cut at the idle timeout; otherwise a late chunk fails once it arrives.
+    upstream is cut at the idle timeout; otherwise a chunk that came too late fails once it
+    arrives.
     """
 
     def __init__(
@@ -231,7 +232,8 @@ class WatchedBody(httpx.SyncByteStream):
             if token is not None:
                 attempt_deadline.reset(token)
         idle = self._idle
-        if idle is not None and watch is None and self._clock.monotonic() - begin > idle:
+        # Also behind a cut: a connection the pool opened before it was wrapped is not cut.
+        if idle is not None and self._clock.monotonic() - begin > idle:
             error = _idle_timed_out(self._request, idle)
             self._body.ended(error)
             self._stream.close()
