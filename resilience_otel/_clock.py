@@ -38,6 +38,13 @@ class SystemClock:
         time.sleep(seconds)
 
     async def asleep(self, seconds: float) -> None:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # trio (httpx runs on it through anyio)
+            import anyio
+
+            await anyio.sleep(seconds)
+            return
         await asyncio.sleep(seconds)
 
 

@@ -6,6 +6,10 @@ the rest of a fast call's bookkeeping). Most attempts end long before their time
 earliest deadline; when it fires, overdue attempts are cancelled and surface as
 :class:`TimeoutError`, exactly as with ``asyncio.timeout`` (including the ``uncancel``
 bookkeeping that tells our cancellation apart from the caller's).
+
+Under another event loop (trio, through anyio, as httpx supports) a scope is an
+``anyio.CancelScope`` with the same contract: the attempt is cancelled at its deadline and
+fails with :class:`TimeoutError`.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import time
 import weakref
 from types import TracebackType
 
-__all__ = ["DeadlineScope", "Deadlines"]
+__all__ = ["AnyScope", "DeadlineScope", "Deadlines", "ForeignDeadlineScope"]
 
 
 class _Watch:
@@ -104,6 +108,42 @@ class DeadlineScope:
         return self._expired
 
 
+class ForeignDeadlineScope:
+    """A deadline scope for event loops other than asyncio's (trio), on anyio's cancel scopes:
+    one timer per call there, which is what those loops offer."""
+
+    __slots__ = ("_scope",)
+
+    def __init__(self, timeout: float) -> None:
+        import anyio  # httpx depends on it; only needed off asyncio
+
+        self._scope = anyio.CancelScope(deadline=anyio.current_time() + timeout)
+
+    def __enter__(self) -> ForeignDeadlineScope:
+        self._scope.__enter__()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._scope.__exit__(exc_type, exc, tb)
+        # Reached only when the scope swallowed its own cancellation (or nothing was raised).
+        if self._scope.cancelled_caught:
+            raise TimeoutError from exc
+
+    @property
+    def expired(self) -> bool:
+        """Whether the deadline passed while the scope was open."""
+        return bool(self._scope.cancelled_caught)
+
+
+AnyScope = DeadlineScope | ForeignDeadlineScope
+"""What :meth:`Deadlines.scope` hands out."""
+
+
 class Deadlines:
     """Hands out :class:`DeadlineScope` objects for the running loop (thread-safe: each
     loop has its own watch)."""
@@ -119,9 +159,12 @@ class Deadlines:
         # This keeps the last loop used alive, one object, until another takes its place.
         self._last: tuple[asyncio.AbstractEventLoop, _Watch] | None = None
 
-    def scope(self, timeout: float) -> DeadlineScope:
+    def scope(self, timeout: float) -> AnyScope:
         """A scope that expires ``timeout`` seconds from now."""
-        loop = asyncio.get_running_loop()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no asyncio loop in this thread: trio (or another anyio backend)
+            return ForeignDeadlineScope(timeout)
         last = self._last
         if last is not None and last[0] is loop:
             watch = last[1]

@@ -17,7 +17,7 @@ from ._clock import Clock
 
 if TYPE_CHECKING:
     from ._classify import FailureKind
-    from ._deadline import Deadlines, DeadlineScope
+    from ._deadline import AnyScope, Deadlines
     from ._telemetry import AttemptTrace
 
 __all__ = [
@@ -146,7 +146,7 @@ def attempt_timed_out(step: Attempt) -> Exception:
 
 
 def cut_error(
-    scope: DeadlineScope | None, error: Exception, step: Attempt, timed_out: TimedOut
+    scope: AnyScope | None, error: Exception, step: Attempt, timed_out: TimedOut
 ) -> Exception:
     """The error of an attempt that failed with ``error``: ``timed_out(step)`` (caused by
     ``error``) when ``scope`` cut it at its deadline, else ``error`` itself."""
