@@ -60,12 +60,12 @@ def check_transport_args(
     max_hosts: object,
     per_host: object,
     keep_payload: object,
-    read_body: object,
     **common: object,
 ) -> None:
-    """:func:`check_shell_args` plus the httpx transports' own arguments."""
+    """:func:`check_shell_args` plus the httpx transports' own arguments (``read_body`` and
+    ``stream_idle_timeout`` are checked in ``_http_stream``)."""
     if transport is not None:
         check_type(f"{owner}(transport=...)", transport, base)
-    flags = {"per_host": per_host, "keep_payload": keep_payload, "read_body": read_body}
+    flags = {"per_host": per_host, "keep_payload": keep_payload}
     check_shell_args(owner, flags=flags, **common)
     check_int(f"{owner}(max_hosts=...)", max_hosts, 1, MAX_HOSTS)

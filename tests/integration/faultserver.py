@@ -20,6 +20,9 @@ Each request takes the next mode of its path's script (or the default). Modes:
 - :class:`Reset` (``"reset"``): read the request, then close with ``SO_LINGER`` 0 (TCP RST).
 - :class:`Truncate` (``"truncate"``): announce a ``Content-Length`` larger than the bytes
   sent, then close.
+- :class:`Stream` (:func:`stream`): a chunked body (server-sent events by default), one chunk
+  every ``every`` seconds, endless or ending cleanly, with a reset or in silence.
+- :class:`Upgrade`: ``101 Switching Protocols``, then echo whatever the client sends.
 
 :meth:`FaultServer.stop_listening` closes the listening socket (clients get connection
 refused) and :meth:`FaultServer.start_listening` listens again on the same port. A request is
@@ -51,12 +54,15 @@ __all__ = [
     "RecordedRequest",
     "Reset",
     "Respond",
+    "Stream",
     "Truncate",
+    "Upgrade",
     "hang",
     "parse_mode",
     "reset",
     "slow",
     "status",
+    "stream",
     "truncate",
 ]
 
@@ -107,7 +113,32 @@ class Truncate:
     missing: int = 100
 
 
-Mode: TypeAlias = Respond | Hang | Reset | Truncate
+@dataclass(frozen=True, slots=True)
+class Stream:
+    """Send a chunked body: ``chunk`` at once and then every ``every`` seconds.
+
+    Attributes:
+        count: how many chunks; ``None`` sends until the server stops or the client leaves.
+        end: after the last chunk, ``"finish"`` (the terminating chunk; keep-alive),
+            ``"reset"`` (TCP RST) or ``"stall"`` (silence until the server stops or the
+            client leaves).
+        content_type: the ``Content-Type`` header.
+    """
+
+    status: int = 200
+    chunk: bytes = b"data: tick\n\n"
+    every: float = 0.05
+    count: int | None = None
+    end: str = "finish"
+    content_type: str = "text/event-stream"
+
+
+@dataclass(frozen=True, slots=True)
+class Upgrade:
+    """Answer ``101 Switching Protocols`` and echo every byte the client sends after it."""
+
+
+Mode: TypeAlias = Respond | Hang | Reset | Truncate | Stream | Upgrade
 ModeLike: TypeAlias = Mode | str | int
 """A mode or its shorthand: ``503`` / ``"503"``, ``"hang"``, ``"reset"``, ``"truncate"``,
 ``"slow:0.5"`` (200 after 0.5 s)."""
@@ -150,13 +181,22 @@ def truncate(code: int = 200, *, missing: int = 100) -> Truncate:
     return Truncate(code, missing)
 
 
+def stream(
+    *, every: float = 0.05, count: int | None = None, end: str = "finish", **fields: object
+) -> Stream:
+    """A :class:`Stream` mode (``fields``: ``status``, ``chunk``, ``content_type``)."""
+    if end not in ("finish", "reset", "stall"):
+        raise ValueError(f"stream end must be 'finish', 'reset' or 'stall', got {end!r}")
+    return Stream(every=every, count=count, end=end, **fields)  # type: ignore[arg-type]
+
+
 def parse_mode(mode: ModeLike) -> Mode:
     """Turn a shorthand (see :data:`ModeLike`) into a mode.
 
     Raises:
         ValueError: the shorthand is not understood.
     """
-    if isinstance(mode, Respond | Hang | Reset | Truncate):
+    if isinstance(mode, Respond | Hang | Reset | Truncate | Stream | Upgrade):
         return mode
     if isinstance(mode, int):
         return Respond(mode)
@@ -543,6 +583,33 @@ class FaultServer:
         if isinstance(mode, Truncate):
             body = _json_body(mode.status, method, target)
             conn.sendall(_head(mode.status, (), len(body) + mode.missing) + body)
+            return False
+        if isinstance(mode, Stream):
+            return self._stream(conn, mode)
+        if isinstance(mode, Upgrade):
+            conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n\r\n")
+            while not self._stopped.is_set() and (data := conn.recv(65536)):
+                conn.sendall(data)
+            return False
+        self._hang(conn)
+        return False
+
+    def _stream(self, conn: socket.socket, mode: Stream) -> bool:
+        """Act out a :class:`Stream`; True when the connection may serve another request."""
+        head = f"HTTP/1.1 {mode.status} {_reason(mode.status)}\r\n"
+        head += f"Content-Type: {mode.content_type}\r\nTransfer-Encoding: chunked\r\n\r\n"
+        conn.sendall(head.encode("latin-1"))
+        sent = 0
+        while mode.count is None or sent < mode.count:
+            if sent and self._stopped.wait(mode.every):
+                return False
+            conn.sendall(b"%x\r\n%s\r\n" % (len(mode.chunk), mode.chunk))
+            sent += 1
+        if mode.end == "finish":
+            conn.sendall(b"0\r\n\r\n")
+            return True
+        if mode.end == "reset":
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             return False
         self._hang(conn)
         return False

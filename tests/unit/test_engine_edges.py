@@ -60,22 +60,22 @@ def test_breaker_opening_during_the_wait_returns_the_kept_503_not_a_rejection() 
     assert clock.sleeps == [0.1]
 
 
-def test_breaker_opening_during_the_wait_ends_with_the_last_error_and_true_attempts() -> None:
-    """After an exception, the call ends exhausted and counts only the attempt that ran."""
-    calls: list[int] = []
+def test_breaker_opening_during_the_wait_ends_with_the_original_error() -> None:
+    """After an exception and no resend (the breaker opened in the wait), that error is raised."""
+    raised: list[httpx.ConnectError] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
-        calls.append(1)
-        raise httpx.ConnectError("refused", request=request)
+        raised.append(httpx.ConnectError("refused", request=request))
+        raise raised[-1]
 
     clock = OpeningClock()
     transport = _transport(httpx.MockTransport(handler), clock)
     client = httpx.Client(transport=transport)
-    with client, pytest.raises(RetriesExhaustedError) as caught:
+    with client, pytest.raises(httpx.ConnectError) as caught:
         client.get("http://edge.test/")
-    assert isinstance(caught.value, httpx.ConnectError)
-    assert caught.value.attempts == 1
-    assert len(calls) == 1
+    assert caught.value is raised[0]
+    assert not isinstance(caught.value, RetriesExhaustedError)
+    assert len(raised) == 1
 
 
 def test_a_call_that_may_not_retry_fails_with_its_own_error_not_exhausted() -> None:
