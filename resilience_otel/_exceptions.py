@@ -5,7 +5,7 @@ The tree::
     Exception
     ├── ResilienceError
     │   ├── CircuitOpenError        a call was rejected without reaching the upstream
-    │   └── RetriesExhaustedError   every allowed attempt failed with an exception
+    │   └── RetriesExhaustedError   resent, and every attempt failed with an exception
     └── ValueError
         └── ConfigError             bad configuration (also a ResilienceError)
 
@@ -64,7 +64,8 @@ class CircuitOpenError(ResilienceError):
 
 
 class RetriesExhaustedError(ResilienceError):
-    """Every allowed attempt failed with an exception.
+    """The request was resent and every attempt failed with an exception (a call that made
+    one attempt only raises that attempt's own error).
 
     Raised as a subclass of the last error's own type as well, so handlers written for the
     client's exceptions still catch it. ``__cause__`` and ``last_error`` hold that error.
