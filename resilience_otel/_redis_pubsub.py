@@ -69,14 +69,17 @@ def _adopt_sync(pubsub: Any, guard: Guard) -> None:
     conn = pubsub.connection
     if conn is None:
         return
+    connect = getattr(conn, "connect_check_health", None)
+    if connect is None:  # not a redis-py connection: it reconnects its own way
+        return
     first = getattr(conn, _OWNER, None) is None
     setattr(conn, _OWNER, (weakref.ref(pubsub), guard))
     if not first:
         return
-    connect = conn.connect_check_health
 
     def connect_check_health(*args: Any, **kwargs: Any) -> Any:
-        owner = None if conn._sock is not None or _inside.get() else _owner_guard(conn)
+        connected = getattr(conn, "_sock", None) is not None
+        owner = None if connected or _inside.get() else _owner_guard(conn)
         if owner is None:
             return connect(*args, **kwargs)
         call = in_single_try(connect) if owner.single_try else connect
@@ -114,14 +117,17 @@ def _adopt_async(pubsub: Any, guard: Guard) -> None:
     conn = pubsub.connection
     if conn is None:
         return
+    connect = getattr(conn, "connect_check_health", None)
+    if connect is None:  # not a redis-py connection: it reconnects its own way
+        return
     first = getattr(conn, _OWNER, None) is None
     setattr(conn, _OWNER, (weakref.ref(pubsub), guard))
     if not first:
         return
-    connect = conn.connect_check_health
 
     async def connect_check_health(*args: Any, **kwargs: Any) -> Any:
-        owner = None if conn.is_connected or _inside.get() else _owner_guard(conn)
+        connected = getattr(conn, "is_connected", True)
+        owner = None if connected or _inside.get() else _owner_guard(conn)
         if owner is None:
             return await connect(*args, **kwargs)
         call = in_single_try_async(connect) if owner.single_try else connect

@@ -206,3 +206,29 @@ def test_command_on_a_stand_in_connection_runs() -> None:
     with mock.patch.object(client, "connection", connection):
         assert client.execute_command("ECHO", "x") == b"PONG"
     connection.send_command.assert_called_once()
+
+
+class _BareConnection:
+    """A pub/sub connection stand-in with no connect_check_health (as in redis-py's tests)."""
+
+    host, port, db = "localhost", 6379, 0
+
+    def __init__(self) -> None:
+        self.retry = Retry(NoBackoff(), 0)
+        self.sent: list[tuple[Any, ...]] = []
+
+    def should_reconnect(self) -> bool:
+        return False
+
+    def send_command(self, *args: Any, **kwargs: Any) -> None:
+        self.sent.append(args)
+
+
+def test_pubsub_on_a_connection_without_connect_check_health() -> None:
+    """SUBSCRIBE on a connection that cannot be watched for reconnects still runs."""
+    client = instrument(redis.Redis(), policy=POLICY)
+    pubsub = client.pubsub()
+    connection = _BareConnection()
+    pubsub.connection = connection
+    pubsub.execute_command("SUBSCRIBE", "news")
+    assert connection.sent == [("SUBSCRIBE", "news")]
