@@ -1,9 +1,11 @@
 """pytest plugin for upstream test suites: ``-p compat.plugin``.
 
 Always on:
-- a network guard: connections leave through loopback only, and never to the machine's shared
-  Redis (6379) or PostgreSQL (5432), which upstream fixtures would flush; other host names do
-  not resolve. A test that needs more fails the same way in both runs.
+- a network guard: connections leave through loopback only, and never reach the machine's
+  shared Redis (6379) or PostgreSQL (5432), which upstream fixtures would flush: with
+  ``--compat-redis-port`` those meant for Redis on 6379 go to the test-owned server instead,
+  the rest are refused; other host names do not resolve. A test that needs more fails the
+  same way in both runs.
 - ``--compat-outcomes=PATH`` writes every test's outcome (passed, failed, error, skipped,
   xfailed, xpassed) as JSON, for :mod:`compat.run` to compare.
 
@@ -27,7 +29,8 @@ from typing import Any
 
 import pytest
 
-SHARED_PORTS = frozenset({6379, 5432})
+REDIS_PORT = 6379
+SHARED_PORTS = frozenset({REDIS_PORT, 5432})
 _LOCAL_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
 
 _undo: list[Callable[[], None]] = []
@@ -40,11 +43,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--compat-wrap", action="store_true", help="wrap every httpx and redis client we can"
     )
     group.addoption("--compat-outcomes", metavar="PATH", help="write per-test outcomes as JSON")
+    group.addoption(
+        "--compat-redis-port",
+        type=int,
+        metavar="PORT",
+        help="send connections meant for 127.0.0.1:6379 to this port instead of refusing them",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
     """Install the network guard, and the wrappers when asked."""
-    _guard_network()
+    _guard_network(config.getoption("--compat-redis-port"))
     if config.getoption("--compat-wrap"):
         policy = _policy()
         _wrap_httpx(policy)
@@ -67,35 +76,37 @@ def _patch(owner: Any, name: str, replacement: Any) -> None:
 # network guard -------------------------------------------------------------------------------
 
 
-def _refused(address: Any) -> bool:
-    """Whether a connection to ``address`` must not be made (not loopback, or a shared port)."""
+def _route(address: Any, redis_port: int | None = None) -> Any:
+    """Where a connection to ``address`` goes: ``address`` itself, the test-owned Redis for the
+    shared one's port, or ``None`` (refused: not loopback, or the shared PostgreSQL)."""
     if not isinstance(address, tuple) or len(address) < 2:
-        return False  # a Unix socket path stays on this machine and is nobody else's
+        return address  # a Unix socket path stays on this machine and is nobody else's
     host, port = address[0], address[1]
-    if port in SHARED_PORTS:
-        return True
-    if host in _LOCAL_NAMES:
-        return False
-    try:
-        return not ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return True
+    if host not in _LOCAL_NAMES:
+        try:
+            if not ipaddress.ip_address(host).is_loopback:
+                return None
+        except ValueError:
+            return None
+    if port == REDIS_PORT and redis_port is not None:
+        return (host, redis_port, *address[2:])
+    return None if port in SHARED_PORTS else address
 
 
-def _guard_network() -> None:
+def _guard_network(redis_port: int | None) -> None:
     real_connect = socket.socket.connect
     real_connect_ex = socket.socket.connect_ex
     real_getaddrinfo = socket.getaddrinfo
 
     def connect(self: socket.socket, address: Any) -> None:
-        if _refused(address):
+        routed = _route(address, redis_port)
+        if routed is None:
             raise ConnectionRefusedError(111, f"compat guard: no connection to {address!r}")
-        real_connect(self, address)
+        real_connect(self, routed)
 
     def connect_ex(self: socket.socket, address: Any) -> int:
-        if _refused(address):
-            return 111
-        return real_connect_ex(self, address)
+        routed = _route(address, redis_port)
+        return 111 if routed is None else real_connect_ex(self, routed)
 
     def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
         name = host.decode() if isinstance(host, bytes) else host

@@ -223,9 +223,11 @@ def run_suite(suite: Suite, source: Path, mode: str) -> dict[str, str]:
         args = [*suite.paths, *suite.args]
         if suite.needs_redis:
             url = stack.enter_context(redis_server())
-            # modules and TLS: a server without them and a closed port, never localhost:6379
+            # modules and TLS: a server without them and a closed port; tests that name
+            # localhost:6379 themselves reach this server too (see compat.plugin)
             args += [f"--redis-url={url}/0", f"--redis-mod-url={url}",
-                     "--redis-ssl-url=rediss://127.0.0.1:1"]  # fmt: skip
+                     "--redis-ssl-url=rediss://127.0.0.1:1",
+                     f"--compat-redis-port={url.rsplit(':', 1)[1]}"]  # fmt: skip
         if mode == "wrapped":
             args.append("--compat-wrap")
         command = [

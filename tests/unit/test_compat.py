@@ -61,23 +61,28 @@ def test_unwrapping_restores_the_clients() -> None:
 
 
 @pytest.mark.parametrize(
-    ("address", "refused"),
+    ("address", "routed"),
     [
-        (("127.0.0.1", 8000), False),
-        (("::1", 8000, 0, 0), False),
-        (("localhost", 8000), False),
-        ("/tmp/redis.sock", False),
-        (("127.0.0.1", 6379), True),
-        (("127.0.0.1", 5432), True),
-        (("93.184.215.14", 80), True),
-        (("example.com", 80), True),
+        (("127.0.0.1", 8000), ("127.0.0.1", 8000)),
+        (("::1", 8000, 0, 0), ("::1", 8000, 0, 0)),
+        (("localhost", 8000), ("localhost", 8000)),
+        ("/tmp/redis.sock", "/tmp/redis.sock"),
+        (("127.0.0.1", 6379), ("127.0.0.1", 7000)),
+        (("::1", 6379, 0, 0), ("::1", 7000, 0, 0)),
+        (("127.0.0.1", 5432), None),
+        (("93.184.215.14", 80), None),
+        (("93.184.215.14", 6379), None),
+        (("example.com", 80), None),
     ],
 )
-def test_network_guard_keeps_to_loopback_and_off_shared_services(
-    address: Any, refused: bool
-) -> None:
-    """Only loopback is reachable, and never the shared Redis or PostgreSQL ports."""
-    assert plugin._refused(address) is refused
+def test_network_guard_keeps_to_loopback_and_off_shared_services(address: Any, routed: Any) -> None:
+    """Only loopback is reachable; the shared Redis port leads to ours, PostgreSQL's nowhere."""
+    assert plugin._route(address, redis_port=7000) == routed
+
+
+def test_network_guard_refuses_the_shared_redis_without_a_port_of_ours() -> None:
+    """With no test-owned Redis, connections meant for the shared one are refused."""
+    assert plugin._route(("127.0.0.1", 6379)) is None
 
 
 def _report(when: str, outcome: str, **extra: Any) -> Any:
