@@ -3,9 +3,10 @@
 Always on:
 - a network guard: connections leave through loopback only, and never reach the machine's
   shared Redis (6379) or PostgreSQL (5432), which upstream fixtures would flush: with
-  ``--compat-redis-port`` those meant for Redis on 6379 go to the test-owned server instead,
-  the rest are refused; other host names do not resolve. A test that needs more fails the
-  same way in both runs.
+  ``--compat-ports 6379:P`` those meant for Redis on 6379 go to the test-owned server on P
+  instead, the rest are refused; other host names do not resolve. A test that needs more fails
+  the same way in both runs. Other ``FROM:TO`` pairs move a port upstream tests bind and
+  connect to, so that two runs side by side do not fight over it.
 - ``--compat-outcomes=PATH`` writes every test's outcome (passed, failed, error, skipped,
   xfailed, xpassed) as JSON, for :mod:`compat.run` to compare.
 
@@ -23,7 +24,7 @@ import functools
 import ipaddress
 import json
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -44,16 +45,27 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption("--compat-outcomes", metavar="PATH", help="write per-test outcomes as JSON")
     group.addoption(
-        "--compat-redis-port",
-        type=int,
-        metavar="PORT",
-        help="send connections meant for 127.0.0.1:6379 to this port instead of refusing them",
+        "--compat-ports",
+        type=_port_map,
+        default={},
+        metavar="FROM:TO,...",
+        help="move fixed ports (binds and connects): 6379:P sends connections meant for the "
+        "shared Redis to a test-owned one; other pairs let two runs use one fixed port at once",
     )
+
+
+def _port_map(text: str) -> dict[int, int]:
+    """``"6379:5000,5380:5001"`` -> ``{6379: 5000, 5380: 5001}``."""
+    try:
+        pairs = (item.split(":") for item in text.split(",") if item)
+        return {int(old): int(new) for old, new in pairs}
+    except ValueError:
+        raise pytest.UsageError(f"--compat-ports: expected FROM:TO,... got {text!r}") from None
 
 
 def pytest_configure(config: pytest.Config) -> None:
     """Install the network guard, and the wrappers when asked."""
-    _guard_network(config.getoption("--compat-redis-port"))
+    _guard_network(config.getoption("--compat-ports"))
     if config.getoption("--compat-wrap"):
         policy = _policy()
         _wrap_httpx(policy)
@@ -76,9 +88,9 @@ def _patch(owner: Any, name: str, replacement: Any) -> None:
 # network guard -------------------------------------------------------------------------------
 
 
-def _route(address: Any, redis_port: int | None = None) -> Any:
-    """Where a connection to ``address`` goes: ``address`` itself, the test-owned Redis for the
-    shared one's port, or ``None`` (refused: not loopback, or the shared PostgreSQL)."""
+def _route(address: Any, ports: Mapping[int, int]) -> Any:
+    """Where a connection to ``address`` goes: ``address`` itself, its port moved by ``ports``,
+    or ``None`` (refused: not loopback, or a shared service's port that was not moved)."""
     if not isinstance(address, tuple) or len(address) < 2:
         return address  # a Unix socket path stays on this machine and is nobody else's
     host, port = address[0], address[1]
@@ -88,25 +100,36 @@ def _route(address: Any, redis_port: int | None = None) -> Any:
                 return None
         except ValueError:
             return None
-    if port == REDIS_PORT and redis_port is not None:
-        return (host, redis_port, *address[2:])
+    if port in ports:
+        return (host, ports[port], *address[2:])
     return None if port in SHARED_PORTS else address
 
 
-def _guard_network(redis_port: int | None) -> None:
+def _moved(address: Any, ports: Mapping[int, int]) -> Any:
+    """``address`` to bind, its port moved by ``ports``."""
+    if isinstance(address, tuple) and len(address) >= 2 and address[1] in ports:
+        return (address[0], ports[address[1]], *address[2:])
+    return address
+
+
+def _guard_network(ports: Mapping[int, int]) -> None:
     real_connect = socket.socket.connect
     real_connect_ex = socket.socket.connect_ex
+    real_bind = socket.socket.bind
     real_getaddrinfo = socket.getaddrinfo
 
     def connect(self: socket.socket, address: Any) -> None:
-        routed = _route(address, redis_port)
+        routed = _route(address, ports)
         if routed is None:
             raise ConnectionRefusedError(111, f"compat guard: no connection to {address!r}")
         real_connect(self, routed)
 
     def connect_ex(self: socket.socket, address: Any) -> int:
-        routed = _route(address, redis_port)
+        routed = _route(address, ports)
         return 111 if routed is None else real_connect_ex(self, routed)
+
+    def bind(self: socket.socket, address: Any) -> None:
+        real_bind(self, _moved(address, ports))
 
     def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
         name = host.decode() if isinstance(host, bytes) else host
@@ -121,6 +144,7 @@ def _guard_network(redis_port: int | None) -> None:
 
     _patch(socket.socket, "connect", connect)
     _patch(socket.socket, "connect_ex", connect_ex)
+    _patch(socket.socket, "bind", bind)
     _patch(socket, "getaddrinfo", getaddrinfo)
 
 

@@ -33,6 +33,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.integration.redis_server import REDIS_SERVER, free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 VERSIONS = ROOT / "compat" / "versions.txt"
 KNOWN = ROOT / "compat" / "known-differences.txt"
@@ -51,6 +53,8 @@ class Suite:
     needs_redis: bool = False
     # its two runs cannot overlap (e.g. a server fixture on a fixed port)
     serial: bool = False
+    # ports its tests bind and connect to, moved to free ones in each run (see compat.plugin)
+    fixed_ports: tuple[int, ...] = ()
 
 
 # Files that build a client; the rest (URL, header, decoder models) never meet a transport.
@@ -90,6 +94,7 @@ REDIS = Suite(
         " and not cp_integration and not multidb_integration",
     ),
     needs_redis=True,
+    fixed_ports=(5380,),  # test_cwe_404's delay proxy
 )  # fmt: skip
 SUITES = {suite.name: suite for suite in (HTTPX, REDIS)}
 
@@ -184,9 +189,6 @@ def redis_server() -> Iterator[str]:
     """
     import redis
 
-    sys.path.insert(0, str(ROOT))
-    from tests.integration.redis_server import REDIS_SERVER, free_port
-
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="compat-redis-") as workdir:
         command = [
@@ -221,13 +223,16 @@ def run_suite(suite: Suite, source: Path, mode: str) -> dict[str, str]:
     results.unlink(missing_ok=True)
     with contextlib.ExitStack() as stack:
         args = [*suite.paths, *suite.args]
+        ports: dict[int, int] = {}
         if suite.needs_redis:
             url = stack.enter_context(redis_server())
             # modules and TLS: a server without them and a closed port; tests that name
             # localhost:6379 themselves reach this server too (see compat.plugin)
             args += [f"--redis-url={url}/0", f"--redis-mod-url={url}",
-                     "--redis-ssl-url=rediss://127.0.0.1:1",
-                     f"--compat-redis-port={url.rsplit(':', 1)[1]}"]  # fmt: skip
+                     "--redis-ssl-url=rediss://127.0.0.1:1"]  # fmt: skip
+            ports = {6379: int(url.rsplit(":", 1)[1])}
+        ports.update({port: free_port() for port in suite.fixed_ports})
+        args.append("--compat-ports=" + ",".join(f"{a}:{b}" for a, b in ports.items()))
         if mode == "wrapped":
             args.append("--compat-wrap")
         command = [

@@ -69,6 +69,7 @@ def test_unwrapping_restores_the_clients() -> None:
         ("/tmp/redis.sock", "/tmp/redis.sock"),
         (("127.0.0.1", 6379), ("127.0.0.1", 7000)),
         (("::1", 6379, 0, 0), ("::1", 7000, 0, 0)),
+        (("127.0.0.1", 5380), ("127.0.0.1", 7001)),
         (("127.0.0.1", 5432), None),
         (("93.184.215.14", 80), None),
         (("93.184.215.14", 6379), None),
@@ -76,13 +77,27 @@ def test_unwrapping_restores_the_clients() -> None:
     ],
 )
 def test_network_guard_keeps_to_loopback_and_off_shared_services(address: Any, routed: Any) -> None:
-    """Only loopback is reachable; the shared Redis port leads to ours, PostgreSQL's nowhere."""
-    assert plugin._route(address, redis_port=7000) == routed
+    """Only loopback is reachable; moved ports lead to their new ones, PostgreSQL's nowhere."""
+    assert plugin._route(address, {6379: 7000, 5380: 7001}) == routed
 
 
-def test_network_guard_refuses_the_shared_redis_without_a_port_of_ours() -> None:
+def test_network_guard_refuses_the_shared_redis_unless_moved() -> None:
     """With no test-owned Redis, connections meant for the shared one are refused."""
-    assert plugin._route(("127.0.0.1", 6379)) is None
+    assert plugin._route(("127.0.0.1", 6379), {}) is None
+
+
+def test_moved_ports_apply_to_binds_too() -> None:
+    """A server an upstream test binds on a fixed port listens on the moved one instead."""
+    assert plugin._moved(("127.0.0.1", 5380), {5380: 7001}) == ("127.0.0.1", 7001)
+    assert plugin._moved(("127.0.0.1", 0), {5380: 7001}) == ("127.0.0.1", 0)
+    assert plugin._moved("/tmp/s.sock", {5380: 7001}) == "/tmp/s.sock"
+
+
+def test_port_map_option_is_parsed_and_checked() -> None:
+    """``--compat-ports`` reads FROM:TO pairs and names itself when it cannot."""
+    assert plugin._port_map("6379:7000,5380:7001") == {6379: 7000, 5380: 7001}
+    with pytest.raises(pytest.UsageError, match=r"--compat-ports: expected .* got '6379'"):
+        plugin._port_map("6379")
 
 
 def _report(when: str, outcome: str, **extra: Any) -> Any:
