@@ -308,13 +308,18 @@ async def _replay(
 async def replay_leftovers(
     services: Sequence[Service], recorder: Recorder, events: EventLog
 ) -> None:
-    """After the run, one last pass for letters that came late (the upstreams stay healthy);
-    a breaker still open is given its reset timeout first."""
+    """After the run, a last few passes for letters that came late or failed again (the
+    upstreams stay healthy); a breaker still open is given its reset timeout first."""
 
     async def one(service: Service) -> None:
-        if service.breaker.state is BreakerState.OPEN:
-            await asyncio.sleep(service.breaker.snapshot().retry_after + 0.01)
-        await replay_pending(service, recorder, events)
+        # A few passes: a letter whose resend failed once (a slow upstream on a busy machine)
+        # gets another chance once the breaker admits calls again.
+        for _ in range(3):
+            if service.breaker.state is BreakerState.OPEN:
+                await asyncio.sleep(service.breaker.snapshot().retry_after + 0.01)
+            await replay_pending(service, recorder, events)
+            if recorder.snapshot(service.name).pending <= 0:
+                return
 
     await asyncio.gather(*(one(service) for service in services))
 
