@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 APT_GET := DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: install debs services lint typecheck test test-fast compat demo bench clean
+.PHONY: install debs services lint typecheck docs docs-build test test-fast compat demo bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ is required (set PYTHON=...)"; exit 1; }
@@ -50,7 +50,15 @@ lint: install
 typecheck: install
 	$(VENV)/bin/mypy --strict resilience_otel
 
-test: install debs services lint typecheck
+# The documentation site on http://127.0.0.1:8000 (rebuilt on every save).
+docs: install
+	$(VENV)/bin/mkdocs serve -a 127.0.0.1:8000
+
+# --strict: a broken link, a missing include or a reference that no longer matches fails.
+docs-build: install
+	$(VENV)/bin/mkdocs build --strict --site-dir .site
+
+test: install debs services lint typecheck docs-build
 	$(VENV)/bin/pytest
 	$(PY) -m compat.run
 
