@@ -48,7 +48,7 @@ from opentelemetry.trace import SpanKind
 from resilience_otel import CircuitBreaker, Policy
 from resilience_otel import asyncpg as resilient_pg
 from resilience_otel import redis as resilient_redis
-from resilience_otel._retry import RetryBudget
+from resilience_otel._core.retry import RetryBudget
 
 from .report import Row, fmt, latency_table, summarise
 from .timing import Block, async_block, run_rounds, sync_block

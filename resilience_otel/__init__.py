@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from ._breaker import BreakerSnapshot, BreakerState, CircuitBreaker, StateChange
-from ._classify import ErrorClass, Failure, FailureKind
-from ._clock import Clock, SystemClock
-from ._config import (
+from ._clients.http.transport import AsyncResilientTransport, ResilientTransport
+from ._config.mapping import load_policies, policies_from_mapping
+from ._config.policy import (
     BreakerConfig,
     HealthConfig,
     Jitter,
@@ -14,19 +13,20 @@ from ._config import (
     RetryConfig,
     RetryOverride,
 )
-from ._envconfig import load_policies, policies_from_mapping
-from ._events import Observer
-from ._exceptions import CircuitOpenError, ConfigError, ResilienceError, RetriesExhaustedError
-from ._redact import RedactionConfig
-from .dlq import (
+from ._core.breaker import BreakerSnapshot, BreakerState, CircuitBreaker, StateChange
+from ._core.classify import ErrorClass, Failure, FailureKind
+from ._core.clock import Clock, SystemClock
+from ._core.exceptions import CircuitOpenError, ConfigError, ResilienceError, RetriesExhaustedError
+from ._deadletters.base import (
     DeadLetter,
     DeadLetterQueue,
     DeadLetterReason,
     InMemoryDeadLetterQueue,
     ReplayResult,
 )
-from .health import HealthMonitor, HealthStatus, SystemHealth
-from .httpx import AsyncResilientTransport, ResilientTransport
+from ._health.monitor import HealthMonitor, HealthStatus, SystemHealth
+from ._telemetry.events import Observer
+from ._telemetry.redact import RedactionConfig
 
 __version__ = "0.1.0"
 

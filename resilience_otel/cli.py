@@ -17,7 +17,7 @@ import argparse
 from typing import TYPE_CHECKING, Final, cast
 
 from . import alerts, grafana
-from ._cli_common import CliParser, CommandError, fail, number
+from ._cli.common import CliParser, CommandError, fail, number
 from ._demo import SCENARIOS, run_demo
 
 if TYPE_CHECKING:

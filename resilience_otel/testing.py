@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 
-from ._validate import check_float
+from ._core.validate import check_float
 
 __all__ = ["FakeClock"]
 

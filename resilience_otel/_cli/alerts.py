@@ -14,11 +14,11 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from ._alert_params import BOUNDS
-from ._cli_common import CommandError, number, whole_number
-from ._config import HealthConfig
-from ._exceptions import ConfigError
-from .alerts import render_rules
+from .._config.policy import HealthConfig
+from .._core.exceptions import ConfigError
+from .._monitoring.alerts.params import BOUNDS
+from .._monitoring.alerts.render import render_rules
+from .common import CommandError, number, whole_number
 
 if TYPE_CHECKING:
     import argparse

@@ -11,9 +11,8 @@ import argparse
 import os
 from pathlib import Path
 
-from ._cli_common import CommandError
-from ._exceptions import ConfigError
-from .grafana import (
+from .._core.exceptions import ConfigError
+from .._monitoring.grafana import (
     _URL_RULE,
     DEFAULT_FOLDER,
     DEFAULT_MESSAGE,
@@ -22,6 +21,7 @@ from .grafana import (
     import_dashboards,
     write_dashboards,
 )
+from .common import CommandError
 
 __all__ = ["add_grafana_cli"]
 

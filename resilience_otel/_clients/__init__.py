@@ -1,0 +1,3 @@
+"""Client shells: the glue between each client library (httpx, redis-py, asyncpg) and the policy
+core.
+"""

@@ -6,10 +6,10 @@ from __future__ import annotations
 import random
 from collections.abc import Collection, Iterable
 
-from ._breaker import CircuitBreaker
-from ._config import Policy
-from ._events import Observer
-from ._validate import check_bool, check_callable, check_int, check_type
+from .._config.policy import Policy
+from .._core.breaker import CircuitBreaker
+from .._core.validate import check_bool, check_callable, check_int, check_type
+from .._telemetry.events import Observer
 
 __all__ = ["MAX_HOSTS", "check_shell_args", "check_transport_args"]
 

@@ -12,24 +12,24 @@ from opentelemetry import context, trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-from . import _semconv as sc
-from ._breaker import CircuitBreaker
-from ._classify import ErrorClass
-from ._clock import Clock
-from ._config import Policy
-from ._engine import Attempt, CallDescription, Classifier, Engine
-from ._errortext import error_code, error_describer, record_error
-from ._events import Observer
-from ._exceptions import CircuitOpenError
-from ._redact import Redactor
-from ._steps import TimedOut, attempt_timed_out
-from ._telemetry import (
+from .._config.policy import Policy
+from .._core.breaker import CircuitBreaker
+from .._core.classify import ErrorClass
+from .._core.clock import Clock
+from .._core.engine import Attempt, CallDescription, Classifier, Engine
+from .._core.exceptions import CircuitOpenError
+from .._core.steps import TimedOut, attempt_timed_out
+from .._deadletters.base import DeadLetterQueue
+from .._telemetry import semconv as sc
+from .._telemetry.errortext import error_code, error_describer, record_error
+from .._telemetry.events import Observer
+from .._telemetry.otel import (
     SUPPRESS_INSTRUMENTATION_KEY,
     AttemptTrace,
     Telemetry,
     instrumentation_suppressed,
 )
-from .dlq import DeadLetterQueue
+from .._telemetry.redact import Redactor
 
 __all__ = ["DbShell", "Operation"]
 

@@ -1,30 +1,28 @@
-"""Loading policies from environment variables and from a mapping or TOML file."""
+"""Reading settings from environment variables (milliseconds for durations)."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
 import re
-import tomllib
-from collections.abc import Callable, Mapping
-from pathlib import Path
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, cast
 
-from ._envvalues import SMALL_DELAY_MS, SMALL_MS, EnvVar, parse_env_value
-from ._exceptions import ConfigError
-from ._redact import RedactionConfig, redaction_from_env
-from ._validate import check_type
+from .._core.exceptions import ConfigError
+from .._core.validate import check_type
+from .._telemetry.redact import RedactionConfig, redaction_from_env
+from .envvalues import SMALL_DELAY_MS, SMALL_MS, EnvVar, parse_env_value
 
 if TYPE_CHECKING:
-    from ._config import HealthConfig, Policy
+    from .health import HealthConfig
 
 __all__ = [
     "ENV_VARS",
     "HEALTH_ENV_VARS",
+    "env_prefix",
     "health_from_env",
-    "load_policies",
-    "policies_from_mapping",
-    "policy_from_env",
+    "named_error",
+    "read_policy_env",
 ]
 
 
@@ -122,7 +120,7 @@ def _check_needs(values: dict[str, dict[str, Any]], source: dict[str, str]) -> N
         )
 
 
-def _named(exc: ConfigError, source: dict[str, str]) -> ConfigError:
+def named_error(exc: ConfigError, source: dict[str, str]) -> ConfigError:
     """``exc`` restated with the variable behind its field, when one is."""
     bad = source.get((exc.field or "").rpartition(".")[2])
     if bad is None:
@@ -130,30 +128,20 @@ def _named(exc: ConfigError, source: dict[str, str]) -> ConfigError:
     return ConfigError(f"{bad}: {exc}", field=bad.partition("=")[0])
 
 
-def policy_from_env(
-    policy_cls: type[Policy], service: str, environ: Mapping[str, str] | None
-) -> Policy:
-    """See :meth:`Policy.from_env`."""
-    from ._config import BreakerConfig, RetryConfig, check_service_name
+def read_policy_env(
+    service: str, environ: Mapping[str, str] | None, retry_cls: type
+) -> tuple[dict[str, Any], dict[str, Any], RedactionConfig, dict[str, str]]:
+    """Breaker and retry settings, redaction, and ``field -> "VAR='raw'"`` for ``service``.
 
-    check_service_name("service", service)
+    Cross-field rules are checked here so the error names the variable the user set; building
+    the dataclasses (and naming the variable behind a field's error, :func:`named_error`) is
+    :meth:`Policy.from_env`'s part.
+    """
     env = _check_environ(environ)
     values, source = _read(env, ENV_VARS, env_prefix(service))
-    _check_order(values, source, RetryConfig)
+    _check_order(values, source, retry_cls)
     _check_needs(values, source)
-    redaction = redaction_from_env(env, env_prefix(service))
-    try:
-        return policy_cls(
-            service=service,
-            breaker=BreakerConfig(**values["breaker"]),
-            retry=RetryConfig(**values["retry"]),
-            redaction=redaction,
-        )
-    except ConfigError as exc:
-        named = _named(exc, source)
-        if named is exc:
-            raise
-        raise named from exc
+    return values["breaker"], values["retry"], redaction_from_env(env, env_prefix(service)), source
 
 
 def health_from_env(cls: type[HealthConfig], environ: Mapping[str, str] | None) -> HealthConfig:
@@ -165,100 +153,7 @@ def health_from_env(cls: type[HealthConfig], environ: Mapping[str, str] | None) 
     try:
         return cls(**health)
     except ConfigError as exc:
-        named = _named(exc, source)
+        named = named_error(exc, source)
         if named is exc:
             raise ConfigError(f"health environment variables: {exc}", field=exc.field) from exc
         raise named from exc
-
-
-def _build(
-    cls: type[Any], path: str, raw: object, nested: Mapping[str, Callable[[str, object], Any]]
-) -> Any:
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{path} must be a table/mapping, got {raw!r}", field=path)
-    known = {f.name for f in dataclasses.fields(cls)}
-    kwargs: dict[str, Any] = {}
-    for key, value in raw.items():
-        if key not in known:
-            allowed = ", ".join(sorted(known))
-            raise ConfigError(
-                f"{path}.{key} is not a known setting (known: {allowed})", field=f"{path}.{key}"
-            )
-        kwargs[key] = nested[key](f"{path}.{key}", value) if key in nested else value
-    try:
-        return cls(**kwargs)
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}", field=exc.field) from exc
-
-
-def _retry_from(path: str, raw: object) -> Any:
-    from ._config import RetryBudgetConfig, RetryConfig, RetryOverride
-
-    def budget(sub: str, value: object) -> Any:
-        if value is None or value is False:
-            return None
-        return _build(RetryBudgetConfig, sub, value, {})
-
-    def by_kind(sub: str, value: object) -> Any:
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{sub} must be a table/mapping, got {value!r}", field=sub)
-        return {
-            kind: _build(RetryOverride, f"{sub}.{kind}", item, {}) for kind, item in value.items()
-        }
-
-    return _build(RetryConfig, path, raw, {"budget": budget, "by_kind": by_kind})
-
-
-def _redaction_from(path: str, raw: object) -> Any:
-    return _build(RedactionConfig, path, raw, {})
-
-
-def policies_from_mapping(config: Mapping[str, object]) -> dict[str, Policy]:
-    """Build one policy per service from a mapping (seconds for durations).
-
-    Example::
-
-        policies_from_mapping({
-            "alpaca": {
-                "breaker": {"failure_threshold": 5, "call_timeout": 30},
-                "retry": {"max_attempts": 4, "by_kind": {"rate_limited": {"max_attempts": 6}}},
-            },
-            "openai": {"retry": {"budget": {"ratio": 0.1}}},
-        })
-
-    Raises:
-        ConfigError: naming the path of the first bad or unknown setting.
-    """
-    from ._config import BreakerConfig, Policy
-
-    check_type("config", config, Mapping, "a mapping of service names to settings")
-    policies: dict[str, Policy] = {}
-    for service, raw in config.items():
-
-        def breaker(sub: str, value: object) -> Any:
-            return _build(BreakerConfig, sub, value, {})
-
-        if not isinstance(raw, Mapping):
-            raise ConfigError(f"{service} must be a table/mapping, got {raw!r}", field=str(service))
-        if "service" in raw:
-            raise ConfigError(
-                f"{service}.service: the table's name is the service name; remove this key",
-                field=f"{service}.service",
-            )
-        policies[service] = _build(
-            Policy,
-            str(service),
-            {"service": service, **raw},
-            {"breaker": breaker, "retry": _retry_from, "redaction": _redaction_from},
-        )
-    return policies
-
-
-def load_policies(path: str | os.PathLike[str]) -> dict[str, Policy]:
-    """Read a TOML file whose top-level tables are services; see :func:`policies_from_mapping`."""
-    check_type("load_policies(path=...)", path, (str, os.PathLike), "a file path")
-    try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}", field=str(path)) from exc
-    return policies_from_mapping(data)

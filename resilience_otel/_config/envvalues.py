@@ -9,7 +9,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ._exceptions import ConfigError
+from .._core.exceptions import ConfigError
 
 __all__ = ["EnvVar", "parse_env_value", "warn_if_small"]
 

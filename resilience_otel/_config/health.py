@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ._validate import MAX_COUNT, MAX_DURATION, check_int, set_float
+from .._core.validate import MAX_COUNT, MAX_DURATION, check_int, set_float
+from .env import health_from_env
 
 __all__ = ["HealthConfig"]
 
@@ -58,6 +59,4 @@ class HealthConfig:
         Raises:
             ConfigError: naming the variable and its value when one is malformed.
         """
-        from ._envconfig import health_from_env
-
         return health_from_env(cls, environ)

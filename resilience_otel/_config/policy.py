@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
 
-from ._classify import ErrorClass, FailureKind
-from ._exceptions import ConfigError
-from ._health_config import HealthConfig
-from ._redact import RedactionConfig
-from ._validate import MAX_COUNT, MAX_DURATION, check_bool, check_int, set_field, set_float
-from .dlq import DeadLetterReason
+from .._core.classify import ErrorClass, FailureKind
+from .._core.exceptions import ConfigError
+from .._core.validate import MAX_COUNT, MAX_DURATION, check_bool, check_int, set_field, set_float
+from .._deadletters.base import DeadLetterReason
+from .._telemetry.redact import RedactionConfig
+from .env import named_error, read_policy_env
+from .health import HealthConfig
 
 __all__ = [
     "BreakerConfig",
@@ -343,6 +344,17 @@ class Policy:
         Raises:
             ConfigError: naming the variable and its value when one is malformed or out of range.
         """
-        from ._envconfig import policy_from_env
-
-        return policy_from_env(cls, service, environ)
+        check_service_name("service", service)
+        breaker, retry, redaction, source = read_policy_env(service, environ, RetryConfig)
+        try:
+            return cls(
+                service=service,
+                breaker=BreakerConfig(**breaker),
+                retry=RetryConfig(**retry),
+                redaction=redaction,
+            )
+        except ConfigError as exc:
+            named = named_error(exc, source)
+            if named is exc:
+                raise
+            raise named from exc

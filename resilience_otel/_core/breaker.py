@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from ._clock import SYSTEM_CLOCK, Clock
-from ._config import BreakerConfig
-from ._exceptions import CircuitOpenError
-from ._validate import check_type
-from ._window import RollingWindow
+from .._config.policy import BreakerConfig
+from .clock import SYSTEM_CLOCK, Clock
+from .exceptions import CircuitOpenError
+from .validate import check_type
+from .window import RollingWindow
 
 if TYPE_CHECKING:
     from collections.abc import Callable

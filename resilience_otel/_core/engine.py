@@ -10,15 +10,17 @@ import random
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ._breaker import CircuitBreaker
-from ._classify import Failure, FailureKind
-from ._clock import SYSTEM_CLOCK, Clock
-from ._deadline import Deadlines
-from ._errortext import error_text
-from ._exceptions import CircuitOpenError
-from ._reporting import Reporting
-from ._retry import RetryBudget, backoff_delay, retry_limits
-from ._steps import (
+from .._deadletters.base import DeadLetterQueue, check_queue
+from .._telemetry.errortext import error_text
+from .._telemetry.otel import AttemptTrace, MetricsObserver, Telemetry
+from .breaker import CircuitBreaker
+from .classify import Failure, FailureKind
+from .clock import SYSTEM_CLOCK, Clock
+from .deadline import Deadlines
+from .exceptions import CircuitOpenError
+from .reporting import Reporting
+from .retry import RetryBudget, backoff_delay, retry_limits
+from .steps import (
     Attempt,
     CallDescription,
     Final,
@@ -32,12 +34,10 @@ from ._steps import (
     run_async,
     run_sync,
 )
-from ._telemetry import AttemptTrace, MetricsObserver, Telemetry
-from .dlq import DeadLetterQueue, check_queue
 
 if TYPE_CHECKING:
-    from ._config import Policy
-    from ._events import Observer
+    from .._config.policy import Policy
+    from .._telemetry.events import Observer
 
 __all__ = ["Attempt", "CallDescription", "Classifier", "Engine", "Flow"]
 

@@ -16,17 +16,17 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from opentelemetry import trace
 
-from ._breaker import BreakerState, CircuitBreaker, StateChange
-from ._classify import ErrorClass, Failure, FailureKind
-from ._exceptions import CircuitOpenError, exhausted_error
-from ._steps import Attempt, CallDescription, Final, OpenBody, Outcome
-from ._telemetry import MetricsObserver, Telemetry, finish_attempt
-from .dlq import DeadLetter, DeadLetterQueue, DeadLetterReason
+from .._deadletters.base import DeadLetter, DeadLetterQueue, DeadLetterReason
+from .._telemetry.otel import MetricsObserver, Telemetry, finish_attempt
+from .breaker import BreakerState, CircuitBreaker, StateChange
+from .classify import ErrorClass, Failure, FailureKind
+from .exceptions import CircuitOpenError, exhausted_error
+from .steps import Attempt, CallDescription, Final, OpenBody, Outcome
 
 if TYPE_CHECKING:
-    from ._clock import Clock
-    from ._config import Policy
-    from ._events import Observer
+    from .._config.policy import Policy
+    from .._telemetry.events import Observer
+    from .clock import Clock
 
 __all__ = ["Reporting"]
 
@@ -315,7 +315,7 @@ class Reporting:
         queue = self.dead_letters
         if queue is None:
             return
-        from ._redact import redact_text
+        from .._telemetry.redact import redact_text
 
         description = describe()
         clock = self.clock

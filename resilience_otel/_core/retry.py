@@ -8,13 +8,13 @@ import math
 import threading
 from typing import TYPE_CHECKING
 
-from ._config import Jitter, RetryBudgetConfig, RetryConfig
-from ._window import RollingWindow
+from .._config.policy import Jitter, RetryBudgetConfig, RetryConfig
+from .window import RollingWindow
 
 if TYPE_CHECKING:
     import random
 
-    from ._classify import Failure
+    from .classify import Failure
 
 __all__ = ["RetryBudget", "backoff_delay", "parse_retry_after", "retry_limits"]
 

@@ -12,13 +12,13 @@ from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from ._breaker import BreakerState
-from ._clock import Clock
+from .breaker import BreakerState
+from .clock import Clock
 
 if TYPE_CHECKING:
-    from ._classify import FailureKind
-    from ._deadline import AnyScope, Deadlines
-    from ._telemetry import AttemptTrace
+    from .._telemetry.otel import AttemptTrace
+    from .classify import FailureKind
+    from .deadline import AnyScope, Deadlines
 
 __all__ = [
     "Attempt",

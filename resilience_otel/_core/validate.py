@@ -12,7 +12,7 @@ import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ._exceptions import ConfigError
+from .exceptions import ConfigError
 
 __all__ = [
     "MAX_COUNT",

@@ -1,13 +1,4 @@
-"""Dead-letter queue: failed calls kept for inspection and replay.
-
-A call lands here when it exhausted its retries, was rejected by an open breaker, or failed
-as PERMANENT or CRITICAL, as the policy's ``dead_letter_on`` says. Entries never carry
-credentials: URLs are redacted and headers are not kept.
-
-Durable queues, same protocol: ``RedisStreamDeadLetterQueue`` (a Redis stream, consumer-group
-replay) and ``PostgresDeadLetterQueue`` (a table, ``FOR UPDATE SKIP LOCKED`` replay), imported
-from this module on first use (they need the ``redis`` / ``asyncpg`` extras).
-"""
+"""The implementation behind :mod:`resilience_otel.dlq` (documented there)."""
 
 from __future__ import annotations
 
@@ -18,7 +9,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from ._exceptions import ConfigError
+from .._core.exceptions import ConfigError
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
@@ -31,19 +22,6 @@ __all__ = [
     "ReplayResult",
     "check_queue",
 ]
-
-
-def __getattr__(name: str) -> object:
-    # The durable queues need the redis / asyncpg extras: import them only when asked for.
-    if name == "RedisStreamDeadLetterQueue":
-        from ._dlq_redis import RedisStreamDeadLetterQueue
-
-        return RedisStreamDeadLetterQueue
-    if name == "PostgresDeadLetterQueue":
-        from ._dlq_postgres import PostgresDeadLetterQueue
-
-        return PostgresDeadLetterQueue
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class DeadLetterReason(StrEnum):
@@ -130,7 +108,7 @@ class InMemoryDeadLetterQueue:
     def __init__(
         self, maxlen: int = 1000, *, on_drop: Callable[[DeadLetter], None] | None = None
     ) -> None:
-        from ._validate import check_int
+        from .._core.validate import check_int
 
         self.maxlen = check_int("InMemoryDeadLetterQueue.maxlen", maxlen, 1)
         # keyed by an internal sequence number: unique even if callers reuse letter ids

@@ -17,9 +17,9 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
-from ._errortext import error_text
-from ._validate import check_int
-from .dlq import DeadLetter, DeadLetterReason
+from .._core.validate import check_int
+from .._telemetry.errortext import error_text
+from .base import DeadLetter, DeadLetterReason
 
 __all__ = ["Outbox", "letter_from_json", "letter_to_json"]
 

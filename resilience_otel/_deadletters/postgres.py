@@ -12,11 +12,11 @@ from typing import Any
 
 import asyncpg
 
-from ._exceptions import ConfigError
-from ._outbox import Outbox, letter_from_json, letter_to_json
-from ._telemetry import MetricsObserver, Telemetry
-from ._validate import check_int
-from .dlq import DeadLetter, ReplayResult
+from .._core.exceptions import ConfigError
+from .._core.validate import check_int
+from .._telemetry.otel import MetricsObserver, Telemetry
+from .base import DeadLetter, ReplayResult
+from .outbox import Outbox, letter_from_json, letter_to_json
 
 __all__ = ["PostgresDeadLetterQueue"]
 

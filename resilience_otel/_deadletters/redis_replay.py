@@ -18,9 +18,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ._errortext import error_text
-from ._outbox import letter_from_json
-from .dlq import DeadLetter, ReplayResult
+from .._telemetry.errortext import error_text
+from .base import DeadLetter, ReplayResult
+from .outbox import letter_from_json
 
 if TYPE_CHECKING:
     import redis

@@ -10,12 +10,12 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from ._dlq_redis_replay import HeldEntries, StreamReplay
-from ._exceptions import ConfigError
-from ._outbox import Outbox, letter_to_json
-from ._telemetry import MetricsObserver, Telemetry
-from ._validate import check_float, check_int
-from .dlq import DeadLetter, ReplayResult
+from .._core.exceptions import ConfigError
+from .._core.validate import check_float, check_int
+from .._telemetry.otel import MetricsObserver, Telemetry
+from .base import DeadLetter, ReplayResult
+from .outbox import Outbox, letter_to_json
+from .redis_replay import HeldEntries, StreamReplay
 
 if TYPE_CHECKING:
     import redis

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from .._tcpproxy import PASS, RESET, FaultProxy
 from .phases import FULL_OUTAGE, PARTIAL_OUTAGE, Timeline
+from .tcpproxy import PASS, RESET, FaultProxy
 
 if TYPE_CHECKING:
     import redis

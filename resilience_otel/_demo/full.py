@@ -16,7 +16,7 @@ import time
 from typing import TYPE_CHECKING, Any, TextIO
 
 from .. import HealthConfig, HealthMonitor
-from ..dlq import InMemoryDeadLetterQueue
+from .._deadletters.base import InMemoryDeadLetterQueue
 from ..health import http_check, serve_health
 from . import workload
 from .backends import Backends, OutageDriver, PostgresSide, RedisSide, probe_backends
@@ -29,7 +29,7 @@ from .view import Frame, LiveView, PlainView, summary_lines, summary_table
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from .._tcpproxy import FaultProxy
+    from .tcpproxy import FaultProxy
     from .workload import Letters, Service, Sinks
 
 __all__ = ["run_full"]
@@ -118,7 +118,7 @@ class _Run:
     def _serve_endpoints(self, stack: contextlib.AsyncExitStack) -> None:
         """Metrics (when the prometheus extra is there) and the health endpoints."""
         try:
-            from ..prometheus import setup_prometheus
+            from .._monitoring.prometheus import setup_prometheus
         except ImportError:
             self.say("metrics: skipped (install the prometheus extra)")
         else:
@@ -192,7 +192,7 @@ class _Run:
         """Orders' dead letters: a Redis stream when Redis is there, else in memory."""
         if side is None:
             return InMemoryDeadLetterQueue(maxlen=5000)
-        from .._dlq_redis import RedisStreamDeadLetterQueue
+        from .._deadletters.redis_stream import RedisStreamDeadLetterQueue
 
         queue = RedisStreamDeadLetterQueue(
             side.direct, stream=side.prefix + "dead-letters:trading-orders", maxlen=5000,

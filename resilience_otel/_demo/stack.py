@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .._promstack import (
+from .promstack import (
     ManagedProcess,
     WebhookReceiver,
     have_binaries,

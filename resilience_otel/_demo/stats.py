@@ -12,13 +12,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING
 
-from .._events import Observer
+from .._telemetry.events import Observer
 
 if TYPE_CHECKING:
-    from .._breaker import StateChange
-    from .._classify import ErrorClass, FailureKind
-    from ..dlq import DeadLetter, ReplayResult
-    from ..health import HealthMonitor
+    from .._core.breaker import StateChange
+    from .._core.classify import ErrorClass, FailureKind
+    from .._deadletters.base import DeadLetter, ReplayResult
+    from .._health.monitor import HealthMonitor
 
 __all__ = ["Counts", "EventLog", "LogToEvents", "Recorder", "Row", "Sampler"]
 

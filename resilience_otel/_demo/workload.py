@@ -29,7 +29,7 @@ from .. import (
     RetryConfig,
     RetryOverride,
 )
-from ..dlq import DeadLetterQueue, DeadLetterReason, InMemoryDeadLetterQueue
+from .._deadletters.base import DeadLetterQueue, DeadLetterReason, InMemoryDeadLetterQueue
 from .phases import RECOVERY, Timeline
 from .upstreams import QUOTES
 
@@ -231,7 +231,7 @@ def http_services(
 # -- Redis and PostgreSQL --------------------------------------------------------------------
 def cache_service(side: RedisSide, policy: Policy, sinks: Sinks) -> Service:
     """Cache-aside quotes in Redis: reads, and a SET (marked idempotent) every third call."""
-    from ..redis import breaker_of, instrument
+    from .._clients.redis.instrument import breaker_of, instrument
 
     cache = instrument(
         side.client, policy=policy, idempotent_commands={"SET"}, observers=sinks.observers,
@@ -249,7 +249,7 @@ def cache_service(side: RedisSide, policy: Policy, sinks: Sinks) -> Service:
 
 def db_service(side: PostgresSide, policy: Policy, sinks: Sinks) -> Service:
     """An orders repository in PostgreSQL: counts, and an idempotent insert every third call."""
-    from ..asyncpg import wrap
+    from .._clients.postgres.client import wrap
 
     pool = wrap(side.pool, policy=policy, observers=sinks.observers,
                 meter_provider=sinks.meter_provider)  # fmt: skip

@@ -1,0 +1,1 @@
+"""Health: the monitor that scores services, active checks, and the HTTP endpoint serving them."""

@@ -6,7 +6,7 @@ import inspect
 from collections.abc import Iterable
 from typing import Any
 
-from ._health_checks import HealthCheck, client_check_arg, http_check_args
+from .checks import HealthCheck, client_check_arg, http_check_args
 
 __all__ = ["http_check", "postgres_check", "redis_check"]
 

@@ -19,12 +19,12 @@ import threading
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from ._errortext import error_text
-from ._exceptions import ConfigError
-from ._validate import check_int
+from .._core.exceptions import ConfigError
+from .._core.validate import check_int
+from .._telemetry.errortext import error_text
 
 if TYPE_CHECKING:
-    from .health import HealthMonitor
+    from .monitor import HealthMonitor
 
 __all__ = [
     "LOG_EVERY",

@@ -12,10 +12,10 @@ import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
-from ._health_server import HealthServer, start_health_server
+from .server import HealthServer, start_health_server
 
 if TYPE_CHECKING:
-    from .health import HealthMonitor
+    from .monitor import HealthMonitor
 
 __all__ = ["HealthServer", "health_app", "route", "serve_health"]
 

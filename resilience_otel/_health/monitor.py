@@ -1,13 +1,4 @@
-"""Per-service health: status, score, response time and error rate, from every call through
-the engine (passive) and optional active checks (HTTP GET, Redis PING, PostgreSQL
-``SELECT 1`` or any callable).
-
-    monitor = HealthMonitor(HealthConfig.from_env())
-    client = httpx.Client(transport=ResilientTransport(policy=p, observers=[monitor]))
-    monitor.add_check("quotes", http_check("http://quotes.internal/health"))
-    monitor.start()                           # or: await monitor.astart() inside a running loop
-    serve_health(monitor, port=8081)          # /health /health/{service} /breakers /livez ...
-"""
+"""The implementation behind :mod:`resilience_otel.health` (documented there)."""
 
 from __future__ import annotations
 
@@ -22,20 +13,9 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
 
-from . import _semconv as sc
-from ._clock import SYSTEM_CLOCK, Clock
-from ._config import HealthConfig, check_service_name
-from ._events import Observer
-from ._health_builtins import http_check, postgres_check, redis_check
-from ._health_checks import (
-    CheckLog,
-    CheckRunner,
-    HealthCheck,
-    Outcome,
-    run_check,
-)
-from ._health_core import ServiceWindow, assess
-from ._validate import (
+from .._config.policy import HealthConfig, check_service_name
+from .._core.clock import SYSTEM_CLOCK, Clock
+from .._core.validate import (
     MAX_DURATION,
     check_bool,
     check_callable,
@@ -43,79 +23,36 @@ from ._validate import (
     check_optional_float,
     check_type,
 )
+from .._telemetry import semconv as sc
+from .._telemetry.events import Observer
+from .builtins import http_check, postgres_check, redis_check
+from .checks import (
+    CheckLog,
+    CheckRunner,
+    HealthCheck,
+    Outcome,
+    run_check,
+)
+from .scoring import ServiceWindow, assess
+from .status import HealthStatus, ResponseTime, SystemHealth
 
 if TYPE_CHECKING:
-    from ._breaker import BreakerSnapshot, CircuitBreaker, StateChange
-    from ._classify import ErrorClass
+    from .._core.breaker import BreakerSnapshot, CircuitBreaker, StateChange
+    from .._core.classify import ErrorClass
 
 __all__ = [
     "HealthCheck",
     "HealthMonitor",
-    "HealthServer",
     "HealthStatus",
     "ResponseTime",
     "SystemHealth",
-    "health_app",
     "http_check",
     "postgres_check",
     "redis_check",
-    "serve_health",
 ]
 
 _log = logging.getLogger("resilience_otel.health")
 _RANK = {"healthy": 0, "degraded": 1, "unhealthy": 2}
-
-
-@dataclass(frozen=True, slots=True)
-class ResponseTime:
-    """Recent response-time quantiles, seconds (``None`` without samples)."""
-
-    p50: float | None
-    p95: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class HealthStatus:
-    """The health of one service. ``last_checked`` is wall-clock time, for display only."""
-
-    service: str
-    status: str
-    score: float
-    availability: float
-    error_rate: float
-    response_time: ResponseTime
-    breaker_state: str | None
-    consecutive_failures: int
-    last_checked: float | None
-    reasons: tuple[str, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        """The stable JSON shape served by ``/health/{service}``."""
-        return {
-            "service": self.service,
-            "status": self.status,
-            "score": self.score,
-            "availability": round(self.availability, 6),
-            "error_rate": round(self.error_rate, 6),
-            "response_time": {"p50": self.response_time.p50, "p95": self.response_time.p95},
-            "breaker_state": self.breaker_state,
-            "consecutive_failures": self.consecutive_failures,
-            "last_checked": self.last_checked,
-            "reasons": list(self.reasons),
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class SystemHealth:
-    """The overall status: the worst of the critical services; optional services can make
-    it at most degraded."""
-
-    status: str
-    services: tuple[HealthStatus, ...]
-
-    def to_dict(self) -> dict[str, Any]:
-        """The stable JSON shape served by ``/health``."""
-        return {"status": self.status, "services": [s.to_dict() for s in self.services]}
 
 
 @dataclass
@@ -417,6 +354,3 @@ class HealthMonitor(Observer):
 def _worst_breaker(states: list[str]) -> str | None:
     order = ("closed", "forced_closed", "half_open", "open", "forced_open")
     return max(states, key=order.index) if states else None
-
-
-from ._health_http import HealthServer, health_app, serve_health  # noqa: E402  (needs HealthMonitor)

@@ -7,7 +7,7 @@ import bisect
 import math
 from dataclasses import dataclass
 
-from ._config import HealthConfig
+from .._config.policy import HealthConfig
 
 __all__ = ["LATENCY_BOUNDS", "ServiceWindow", "assess"]
 

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
-from ._validate import check_float, check_int, check_type
+from .._core.validate import check_float, check_int, check_type
 
 __all__ = ["HealthServer", "start_health_server"]
 

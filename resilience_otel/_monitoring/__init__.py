@@ -1,0 +1,3 @@
+"""Monitoring assets: Prometheus alert rules, Grafana dashboards and their import, Prometheus
+exposition set-up.
+"""

@@ -1,22 +1,4 @@
-"""Grafana dashboards: build them from code, write them to disk, import them into Grafana.
-
-The dashboards are defined in :mod:`._dashboards` with grafana-foundation-sdk; the committed
-files in ``dashboards/`` are their output (a test fails on drift). On the command line::
-
-    resilience-otel dashboards generate [--output-dir dashboards]
-    resilience-otel dashboards import --url URL [--token T | --user U --password P]
-                                      [--folder NAME] [--message TEXT]
-
-The credentials may come from ``GRAFANA_TOKEN`` or ``GRAFANA_USER`` and ``GRAFANA_PASSWORD``
-instead, so no secret need be on the command line.
-
-Everything here needs the ``grafana`` extra (grafana-foundation-sdk, grafana-client), imported
-only when a function runs, so the rest of the package and its CLI work without it.
-
-Importing is idempotent: each dashboard is fetched first and only saved when its JSON (ignoring
-Grafana's ``id`` and ``version``) or its folder differ, so a second import reports every
-dashboard ``unchanged`` and sends no save at all (Grafana's version history stays clean).
-"""
+"""The implementation behind :mod:`resilience_otel.grafana` (documented there)."""
 
 from __future__ import annotations
 
@@ -30,11 +12,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
 
-from ._exceptions import ConfigError
+from .._core.exceptions import ConfigError
 
 if TYPE_CHECKING:
-    import argparse
-
     from grafana_client import GrafanaApi
 
 __all__ = [
@@ -43,7 +23,6 @@ __all__ = [
     "DashboardImport",
     "GrafanaImportError",
     "ImportReport",
-    "add_cli",
     "build_dashboards",
     "import_dashboards",
     "render_dashboard",
@@ -135,7 +114,7 @@ def build_dashboards() -> dict[str, JsonObject]:
     """Every dashboard as Grafana's JSON model, keyed by uid (needs the ``grafana`` extra)."""
     from grafana_foundation_sdk.cog.encoder import JSONEncoder
 
-    from ._dashboards import overview_dashboard, service_dashboard
+    from .dashboards import overview_dashboard, service_dashboard
 
     models: dict[str, JsonObject] = {}
     for board in (overview_dashboard(), service_dashboard()):
@@ -375,11 +354,3 @@ def _int_or_none(value: object) -> int | None:
 
 def _str_or_none(value: object) -> str | None:
     return value if isinstance(value, str) else None
-
-
-# -- command line --------------------------------------------------------------------------------
-def add_cli(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register ``resilience-otel dashboards generate|import`` on ``commands``."""
-    from ._cli_grafana import add_grafana_cli  # the CLI needs this module: imported on use
-
-    add_grafana_cli(commands)

@@ -1,12 +1,4 @@
-"""Prometheus exposition in one call: an SDK ``MeterProvider`` with the OTel Prometheus
-exporter, served on ``/metrics`` by a standalone server, or mounted as a WSGI/ASGI app.
-
-Needs the ``prometheus`` extra (``opentelemetry-sdk``, ``opentelemetry-exporter-prometheus``,
-``prometheus-client``).
-
-    from resilience_otel.prometheus import setup_prometheus
-    prom = setup_prometheus(port=9464)        # http://127.0.0.1:9464/metrics
-"""
+"""The implementation behind :mod:`resilience_otel.prometheus` (documented there)."""
 
 from __future__ import annotations
 
@@ -21,7 +13,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
 from prometheus_client import CollectorRegistry, make_asgi_app, make_wsgi_app, start_http_server
 
-from ._validate import check_bool, check_int
+from .._core.validate import check_bool, check_int
 
 if TYPE_CHECKING:
     import threading

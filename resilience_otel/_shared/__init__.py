@@ -1,0 +1,1 @@
+"""State shared across processes through Redis: the fleet-wide breaker store and its Lua scripts."""

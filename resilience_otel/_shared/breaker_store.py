@@ -21,17 +21,17 @@ import os
 import threading
 from typing import TYPE_CHECKING, Any
 
-from ._breaker import BreakerSnapshot, BreakerState, CircuitBreaker, StateChange
-from ._clock import SYSTEM_CLOCK, Clock
-from ._errortext import error_text
-from ._exceptions import CircuitOpenError, ConfigError
-from ._shared_lua import BREAKER_LUA
-from ._validate import check_float, check_type
+from .._core.breaker import BreakerSnapshot, BreakerState, CircuitBreaker, StateChange
+from .._core.clock import SYSTEM_CLOCK, Clock
+from .._core.exceptions import CircuitOpenError, ConfigError
+from .._core.validate import check_float, check_type
+from .._telemetry.errortext import error_text
+from .lua import BREAKER_LUA
 
 if TYPE_CHECKING:
     import redis
 
-    from ._config import BreakerConfig
+    from .._config.policy import BreakerConfig
 
 __all__ = ["RedisBreakerStore", "SharedCircuitBreaker"]
 

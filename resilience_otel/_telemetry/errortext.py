@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from opentelemetry.semconv.attributes import exception_attributes as ea
 
-from ._redact import DEFAULT_REDACTOR, Redactor
+from .redact import DEFAULT_REDACTOR, Redactor
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span

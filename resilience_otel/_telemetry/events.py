@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ._breaker import CircuitBreaker, StateChange
-    from ._classify import ErrorClass, FailureKind
-    from .dlq import DeadLetter
+    from .._core.breaker import CircuitBreaker, StateChange
+    from .._core.classify import ErrorClass, FailureKind
+    from .._deadletters.base import DeadLetter
 
 __all__ = ["Observer"]
 

@@ -18,14 +18,14 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.metrics._internal import _ProxyMeterProvider
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-from . import _semconv as sc
-from ._errortext import ErrorText, error_text, record_error
-from ._events import Observer
+from . import semconv as sc
+from .errortext import ErrorText, error_text, record_error
+from .events import Observer
 
 if TYPE_CHECKING:
-    from ._breaker import CircuitBreaker, StateChange
-    from ._classify import ErrorClass, Failure, FailureKind
-    from .dlq import DeadLetter
+    from .._core.breaker import CircuitBreaker, StateChange
+    from .._core.classify import ErrorClass, Failure, FailureKind
+    from .._deadletters.base import DeadLetter
 
 _log = logging.getLogger("resilience_otel")
 

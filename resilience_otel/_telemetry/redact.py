@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
-from ._exceptions import ConfigError
+from .._core.exceptions import ConfigError
 
 __all__ = [
     "DEFAULT_SENSITIVE_QUERY_KEYS",

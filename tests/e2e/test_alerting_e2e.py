@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from resilience_otel._promstack import (
+from resilience_otel._demo.promstack import (
     ManagedProcess,
     WebhookReceiver,
     have_binaries,

@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from resilience_otel import AsyncResilientTransport, ResilientTransport
-from resilience_otel import _semconv as sc
+from resilience_otel._telemetry import semconv as sc
 
 from .conftest import PolicyFactory
 from .faultserver import FaultServer

@@ -41,7 +41,7 @@ from resilience_otel import (
     RetriesExhaustedError,
     RetryConfig,
 )
-from resilience_otel import _semconv as sc
+from resilience_otel._telemetry import semconv as sc
 from resilience_otel.asyncpg import (
     ResilientConnection,
     ResilientPool,

@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from resilience_otel import CircuitOpenError, InMemoryDeadLetterQueue, ResilientTransport
-from resilience_otel import _semconv as sc
+from resilience_otel._telemetry import semconv as sc
 from resilience_otel.prometheus import PrometheusSetup, setup_prometheus
 
 from .conftest import fast_policy

@@ -32,9 +32,9 @@ from resilience_otel import (
     RedactionConfig,
     RetryConfig,
 )
-from resilience_otel import _semconv as sc
 from resilience_otel import asyncpg as rpg
 from resilience_otel import redis as rredis
+from resilience_otel._telemetry import semconv as sc
 
 pytestmark = pytest.mark.integration
 

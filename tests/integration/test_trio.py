@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from resilience_otel import AsyncResilientTransport, BreakerConfig, Policy, RetryConfig
-from resilience_otel._deadline import Deadlines
+from resilience_otel._core.deadline import Deadlines
 
 from .faultserver import FaultServer, hang, status
 

@@ -1,8 +1,8 @@
 """The TCP fault proxy, re-exported for the tests; it lives in the package
-(:mod:`resilience_otel._tcpproxy`) because the demo uses it too."""
+(:mod:`resilience_otel._demo.tcpproxy`) because the demo uses it too."""
 
 from __future__ import annotations
 
-from resilience_otel._tcpproxy import BLACKHOLE, LATENCY, PASS, RESET, FaultProxy
+from resilience_otel._demo.tcpproxy import BLACKHOLE, LATENCY, PASS, RESET, FaultProxy
 
 __all__ = ["BLACKHOLE", "LATENCY", "PASS", "RESET", "FaultProxy"]

@@ -9,7 +9,7 @@ import promql_parser
 import pytest
 
 from resilience_otel import ConfigError
-from resilience_otel import _semconv as sc
+from resilience_otel._telemetry import semconv as sc
 from resilience_otel.alerts import (
     AlertRule,
     RecordingRule,

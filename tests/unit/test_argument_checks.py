@@ -22,7 +22,7 @@ from resilience_otel import (
     Policy,
     ResilientTransport,
 )
-from resilience_otel._validate import check_bool, check_names, check_type
+from resilience_otel._core.validate import check_bool, check_names, check_type
 from resilience_otel.asyncpg import wrap
 from resilience_otel.health import http_check, postgres_check, redis_check
 from resilience_otel.redis import RedisBreakerStore, instrument

@@ -17,10 +17,10 @@ from resilience_otel import (
     Policy,
     RetryConfig,
     RetryOverride,
-    _envvalues,
     load_policies,
     policies_from_mapping,
 )
+from resilience_otel._config import envvalues as _envvalues
 
 if TYPE_CHECKING:
     from collections.abc import Callable

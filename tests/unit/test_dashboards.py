@@ -17,7 +17,7 @@ import promql_parser
 import pytest
 
 from resilience_otel import ConfigError, alerts
-from resilience_otel import _semconv as sc
+from resilience_otel._telemetry import semconv as sc
 from resilience_otel.cli import build_parser
 from resilience_otel.grafana import (
     build_dashboards,

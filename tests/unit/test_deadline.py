@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from resilience_otel._deadline import Deadlines
+from resilience_otel._core.deadline import Deadlines
 
 pytestmark = pytest.mark.anyio
 

@@ -17,9 +17,9 @@ from resilience_otel import (
     Policy,
     RetryConfig,
 )
-from resilience_otel._classify import ErrorClass, Failure, FailureKind
-from resilience_otel._config import RetryBudgetConfig
-from resilience_otel._engine import Attempt, CallDescription, Engine
+from resilience_otel._config.policy import RetryBudgetConfig
+from resilience_otel._core.classify import ErrorClass, Failure, FailureKind
+from resilience_otel._core.engine import Attempt, CallDescription, Engine
 from resilience_otel.testing import FakeClock
 
 

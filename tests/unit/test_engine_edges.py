@@ -80,8 +80,8 @@ def test_breaker_opening_during_the_wait_ends_with_the_original_error() -> None:
 
 def test_a_call_that_may_not_retry_fails_with_its_own_error_not_exhausted() -> None:
     """With allow_retry=False (a statement in a transaction) the error is not 'exhausted'."""
-    from resilience_otel._engine import CallDescription, Engine
-    from resilience_otel._steps import run_sync
+    from resilience_otel._core.engine import CallDescription, Engine
+    from resilience_otel._core.steps import run_sync
     from resilience_otel.httpx import classify_http
 
     class Counting(Observer):

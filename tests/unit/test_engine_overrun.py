@@ -24,8 +24,8 @@ from resilience_otel import (
     RetriesExhaustedError,
     RetryConfig,
 )
-from resilience_otel._classify import ErrorClass, Failure, FailureKind
-from resilience_otel._engine import Attempt, CallDescription, Engine
+from resilience_otel._core.classify import ErrorClass, Failure, FailureKind
+from resilience_otel._core.engine import Attempt, CallDescription, Engine
 from resilience_otel.dlq import DeadLetterReason
 from resilience_otel.testing import FakeClock
 

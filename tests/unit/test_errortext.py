@@ -25,8 +25,8 @@ from resilience_otel import (
     ResilientTransport,
     RetryConfig,
 )
-from resilience_otel._errortext import error_code, error_text, safe_stacktrace
-from resilience_otel._redact import RedactionConfig, Redactor
+from resilience_otel._telemetry.errortext import error_code, error_text, safe_stacktrace
+from resilience_otel._telemetry.redact import RedactionConfig, Redactor
 from resilience_otel.testing import FakeClock
 
 SECRET_URL = "https://alice:pa55w0rd@api.test/v1/q?token=t0k3nXYZ&api_token=apiT0K&page=2"

@@ -11,7 +11,7 @@ from resilience_otel import (
     ResilienceError,
     RetriesExhaustedError,
 )
-from resilience_otel._exceptions import exhausted_error, mix_with
+from resilience_otel._core.exceptions import exhausted_error, mix_with
 
 
 class AppError(Exception):

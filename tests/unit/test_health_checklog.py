@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from resilience_otel._health_checks import LOG_EVERY, CheckLog
+from resilience_otel._health.checks import LOG_EVERY, CheckLog
 
 
 def logged(caplog: pytest.LogCaptureFixture) -> list[str]:

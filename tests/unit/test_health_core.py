@@ -23,7 +23,7 @@ from resilience_otel import (
     HealthConfig,
     HealthMonitor,
 )
-from resilience_otel._health_core import ServiceWindow, assess
+from resilience_otel._health.scoring import ServiceWindow, assess
 from resilience_otel.testing import FakeClock
 
 SERVICE = "quotes"

@@ -14,7 +14,7 @@ from types import MappingProxyType
 import pytest
 
 from resilience_otel import ConfigError
-from resilience_otel._outbox import Outbox, letter_from_json, letter_to_json
+from resilience_otel._deadletters.outbox import Outbox, letter_from_json, letter_to_json
 from resilience_otel.dlq import DeadLetter, DeadLetterReason
 
 WAIT = 5.0

@@ -12,7 +12,11 @@ import pytest
 from asyncpg import exceptions as pgx
 
 from resilience_otel import ConfigError, ErrorClass
-from resilience_otel._pgrunner import CopyOutput, honour_copy_marks, trusted_functions
+from resilience_otel._clients.postgres.runner import (
+    CopyOutput,
+    honour_copy_marks,
+    trusted_functions,
+)
 from resilience_otel.asyncpg import classify_postgres
 
 classify = honour_copy_marks(classify_postgres)

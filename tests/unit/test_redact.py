@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from resilience_otel._redact import Redactor, is_sensitive_name, redact_text, redact_url
+from resilience_otel._telemetry.redact import Redactor, is_sensitive_name, redact_text, redact_url
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,8 @@ import pytest
 from redis import exceptions as rex
 
 from resilience_otel import ErrorClass, Failure, FailureKind
-from resilience_otel.redis import READ_ONLY_COMMANDS, _command_name, classify_redis
+from resilience_otel._clients.redis.guard import command_name as _command_name
+from resilience_otel.redis import READ_ONLY_COMMANDS, classify_redis
 
 T, P, C = ErrorClass.TRANSIENT, ErrorClass.PERMANENT, ErrorClass.CRITICAL
 K = FailureKind

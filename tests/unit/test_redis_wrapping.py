@@ -17,8 +17,8 @@ from redis.connection import Connection
 from redis.retry import Retry
 
 from resilience_otel import BreakerConfig, Policy, RetryConfig
-from resilience_otel._redis_blocking import block_parser, pipeline_block
-from resilience_otel._redis_retry import ScopedRetry, retry_layer, single_try
+from resilience_otel._clients.redis.blocking import block_parser, pipeline_block
+from resilience_otel._clients.redis.retry import ScopedRetry, retry_layer, single_try
 from resilience_otel.redis import instrument
 from resilience_otel.testing import FakeClock
 

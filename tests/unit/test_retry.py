@@ -17,7 +17,7 @@ from resilience_otel import (
     RetryConfig,
     RetryOverride,
 )
-from resilience_otel._retry import RetryBudget, backoff_delay, parse_retry_after, retry_limits
+from resilience_otel._core.retry import RetryBudget, backoff_delay, parse_retry_after, retry_limits
 from resilience_otel.testing import FakeClock
 
 BASE, CAP, MULTIPLIER = 1.0, 30.0, 2.0

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from resilience_otel._sql import (
+from resilience_otel._clients.postgres.sql import (
     COMMENT,
     LITERAL,
     OP,

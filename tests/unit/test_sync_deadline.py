@@ -9,14 +9,14 @@ import httpx
 import pytest
 
 from resilience_otel import Policy, ResilientTransport
-from resilience_otel._breaker import BreakerState
-from resilience_otel._steps import Attempt
-from resilience_otel._sync_deadline import (
+from resilience_otel._clients.http.sync_deadline import (
     AttemptDeadline,
     _DeadlineBackend,
     attempt_deadline,
     cut_at_deadline,
 )
+from resilience_otel._core.breaker import BreakerState
+from resilience_otel._core.steps import Attempt
 
 
 def _backend(transport: httpx.HTTPTransport) -> object:

@@ -26,7 +26,7 @@ from resilience_otel import (
     ResilientTransport,
     RetryConfig,
 )
-from resilience_otel import _semconv as sc
+from resilience_otel._telemetry import semconv as sc
 from resilience_otel.testing import FakeClock
 
 URL = "https://api.test/v1/quotes"

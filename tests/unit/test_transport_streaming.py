@@ -33,7 +33,7 @@ from resilience_otel import (
     ResilientTransport,
     RetryConfig,
 )
-from resilience_otel._http_stream import caller_streams
+from resilience_otel._clients.http.stream import caller_streams
 from resilience_otel.testing import FakeClock
 
 URL = "http://api.test/v1/events"

@@ -7,7 +7,7 @@ from fractions import Fraction
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from resilience_otel._window import RollingWindow
+from resilience_otel._core.window import RollingWindow
 
 
 def counts(window: RollingWindow) -> tuple[int, int, int]:

@@ -12,8 +12,8 @@ from collections.abc import Callable
 
 import httpx
 
-from ._classify import ErrorClass, Failure, FailureKind, classify_exception
-from ._retry import parse_retry_after
+from ..._core.classify import ErrorClass, Failure, FailureKind, classify_exception
+from ..._core.retry import parse_retry_after
 
 __all__ = ["IDEMPOTENT_METHODS", "HttpClassifier", "classify_http", "replayable"]
 

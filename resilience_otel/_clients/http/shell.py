@@ -12,22 +12,22 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from ._engine import Attempt, CallDescription, Engine
-from ._errortext import error_describer
-from ._exceptions import CircuitOpenError, mix_with
-from ._http_classify import HttpClassifier, classify_http, replayable
-from ._http_stream import ReadBody, call_timed_out
-from ._redact import Redactor
-from ._semconv import RESILIENCE_ERROR_CLASS
+from ..._core.engine import Attempt, CallDescription, Engine
+from ..._core.exceptions import CircuitOpenError, mix_with
+from ..._telemetry.errortext import error_describer
+from ..._telemetry.redact import Redactor
+from ..._telemetry.semconv import RESILIENCE_ERROR_CLASS
+from .classify import HttpClassifier, classify_http, replayable
+from .stream import ReadBody, call_timed_out
 
 if TYPE_CHECKING:
     import random
 
-    from ._breaker import CircuitBreaker
-    from ._clock import Clock
-    from ._config import Policy
-    from ._events import Observer
-    from .dlq import DeadLetterQueue
+    from ..._config.policy import Policy
+    from ..._core.breaker import CircuitBreaker
+    from ..._core.clock import Clock
+    from ..._deadletters.base import DeadLetterQueue
+    from ..._telemetry.events import Observer
 
 __all__ = ["ARGS_DOC", "HttpShell", "Wrapping"]
 

@@ -27,14 +27,14 @@ from typing import TYPE_CHECKING, Literal
 import httpcore
 import httpx
 
-from ._exceptions import ConfigError
-from ._sync_deadline import AttemptDeadline, attempt_deadline
-from ._validate import MAX_DURATION
+from ..._core.exceptions import ConfigError
+from ..._core.validate import MAX_DURATION
+from .sync_deadline import AttemptDeadline, attempt_deadline
 
 if TYPE_CHECKING:
-    from ._clock import Clock
-    from ._deadline import Deadlines
-    from ._steps import Attempt, OpenBody
+    from ..._core.clock import Clock
+    from ..._core.deadline import Deadlines
+    from ..._core.steps import Attempt, OpenBody
 
 __all__ = [
     "AsyncWatchedBody",

@@ -24,7 +24,7 @@ import httpx
 if TYPE_CHECKING:
     import ssl
 
-    from ._steps import Attempt
+    from ..._core.steps import Attempt
 
 __all__ = ["AttemptDeadline", "attempt_deadline", "cut_at_deadline"]
 

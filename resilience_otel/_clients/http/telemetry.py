@@ -22,17 +22,17 @@ import httpx
 from opentelemetry import context, propagate, trace
 from opentelemetry.trace import Link, SpanKind
 
-from . import _semconv as sc
-from ._errortext import ErrorText, error_text
-from ._redact import DEFAULT_REDACTOR, REDACTED, Redactor
-from ._telemetry import SUPPRESS_HTTP_INSTRUMENTATION_KEY, AttemptTrace, Telemetry
+from ..._telemetry import semconv as sc
+from ..._telemetry.errortext import ErrorText, error_text
+from ..._telemetry.otel import SUPPRESS_HTTP_INSTRUMENTATION_KEY, AttemptTrace, Telemetry
+from ..._telemetry.redact import DEFAULT_REDACTOR, REDACTED, Redactor
 
 if TYPE_CHECKING:
     from contextvars import Token
 
     from opentelemetry.context import Context
 
-    from ._engine import Attempt
+    from ..._core.engine import Attempt
 
 __all__ = [
     "InstrumentationAwareMethod",

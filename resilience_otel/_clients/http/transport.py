@@ -1,22 +1,4 @@
-"""Resilient httpx transports: breaker, safe retries, timeouts and dead letters for any
-``httpx.BaseTransport`` / ``httpx.AsyncBaseTransport``.
-
-Usage::
-
-    client = httpx.Client(transport=ResilientTransport(policy=Policy(service="alpaca")))
-
-Retry safety: a request is resent after it may have reached the server only when its method
-is idempotent (GET HEAD OPTIONS PUT DELETE TRACE) or it carries an ``Idempotency-Key``
-header, and its body can be re-read (not a one-shot stream). Failures that certainly happened
-before sending (connection refused, connect or pool timeout) are retried for every method.
-After the last retryable *response* the caller gets that response; after an *exception*
-that was retried it gets a :class:`RetriesExhaustedError` that is also of the exception's own
-type, and when no resend was made, the exception itself.
-
-Response bodies are read inside the attempt for ``client.get()`` and friends, and reach the
-caller unread for ``client.stream()`` (see ``read_body`` and ``_http_stream``): a stream is
-never resent once its head arrived, and its call ends when its body does.
-"""
+"""The implementation behind :mod:`resilience_otel.httpx` (documented there)."""
 
 from __future__ import annotations
 
@@ -30,13 +12,15 @@ from typing import TYPE_CHECKING, Any, Self
 import httpx
 from opentelemetry import context
 
-from ._argcheck import check_transport_args
-from ._clock import SYSTEM_CLOCK, Clock
-from ._deadline import Deadlines
-from ._engine import Attempt
-from ._http_classify import IDEMPOTENT_METHODS, HttpClassifier, classify_http
-from ._http_shell import ARGS_DOC, HttpShell, Wrapping
-from ._http_stream import (
+from ..._core.clock import SYSTEM_CLOCK, Clock
+from ..._core.deadline import Deadlines
+from ..._core.engine import Attempt
+from ..._core.steps import OpenBody
+from ..._telemetry.otel import instrumentation_suppressed
+from ..arguments import check_transport_args
+from .classify import IDEMPOTENT_METHODS, HttpClassifier, classify_http
+from .shell import ARGS_DOC, HttpShell, Wrapping
+from .stream import (
     AsyncWatchedBody,
     ReadBody,
     WatchedBody,
@@ -47,7 +31,8 @@ from ._http_stream import (
     read_within,
     streams,
 )
-from ._http_telemetry import (
+from .sync_deadline import AttemptDeadline, attempt_deadline, cut_at_deadline
+from .telemetry import (
     InstrumentationAwareMethod,
     acall_borrowed,
     adopt_current_span,
@@ -58,17 +43,14 @@ from ._http_telemetry import (
     start_attempt_span,
     suppressed_http,
 )
-from ._steps import OpenBody
-from ._sync_deadline import AttemptDeadline, attempt_deadline, cut_at_deadline
-from ._telemetry import instrumentation_suppressed
 
 if TYPE_CHECKING:
     import random
 
-    from ._breaker import CircuitBreaker
-    from ._config import Policy
-    from ._events import Observer
-    from .dlq import DeadLetterQueue
+    from ..._config.policy import Policy
+    from ..._core.breaker import CircuitBreaker
+    from ..._deadletters.base import DeadLetterQueue
+    from ..._telemetry.events import Observer
 
 __all__ = [
     "IDEMPOTENT_METHODS",

@@ -1,0 +1,1 @@
+"""asyncpg wrapping: connection and pool shells, statement runner, SQL reading, classification."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from asyncpg import exceptions as pgx
 
-from ._classify import ErrorClass, Failure, FailureKind, classify_exception
+from ..._core.classify import ErrorClass, Failure, FailureKind, classify_exception
 
 __all__ = ["ROLLED_BACK_MARK", "classify_postgres"]
 

@@ -1,20 +1,4 @@
-"""Resilient asyncpg connections and pools.
-
-    pool = resilience_otel.asyncpg.wrap(await asyncpg.create_pool(dsn), policy=policy)
-    rows = await pool.fetch("SELECT * FROM orders WHERE id = $1", order_id)
-
-Retry safety: a statement is never resent inside an open transaction. Outside one, a failure
-that certainly had no effect (connection refused, pool exhausted, serialization failure or
-deadlock) is retried for every statement. After a statement may have reached the server it is
-resent only when the call says ``idempotent=True`` or :func:`is_read_only` holds: one
-statement, ``SELECT``/``SHOW``/``VALUES``/``TABLE``/``WITH``/``EXPLAIN`` without write
-keywords, row locks or calls to functions that are not known side-effect-free built-ins
-(``wrap(read_only_functions=...)`` vouches for the caller's functions). ``COPY ... TO`` is never
-resent once rows reached the caller's output. :func:`run_in_transaction` reruns a whole
-transaction function on serialization failure (40001), deadlock (40P01) and connection loss
-before ``COMMIT``; a connection lost *during* ``COMMIT`` leaves the outcome unknown and is
-raised, never rerun.
-"""
+"""The implementation behind :mod:`resilience_otel.asyncpg` (documented there)."""
 
 from __future__ import annotations
 
@@ -27,19 +11,19 @@ from urllib.parse import urlsplit
 import asyncpg
 from asyncpg import exceptions as pgx
 
-from ._argcheck import check_shell_args
-from ._breaker import CircuitBreaker
-from ._clock import SYSTEM_CLOCK, Clock
-from ._config import Policy
-from ._dbshell import DbShell
-from ._engine import Attempt, Classifier
-from ._events import Observer
-from ._exceptions import CircuitOpenError, mix_with
-from ._pgclassify import ROLLED_BACK_MARK, classify_postgres
-from ._pgrunner import Runner, honour_copy_marks, trusted_functions
-from ._sql import is_read_only, operation_name, strip_literals
-from ._validate import check_bool, check_callable, check_type
-from .dlq import DeadLetterQueue
+from ..._config.policy import Policy
+from ..._core.breaker import CircuitBreaker
+from ..._core.clock import SYSTEM_CLOCK, Clock
+from ..._core.engine import Attempt, Classifier
+from ..._core.exceptions import CircuitOpenError, mix_with
+from ..._core.validate import check_bool, check_callable, check_type
+from ..._deadletters.base import DeadLetterQueue
+from ..._telemetry.events import Observer
+from ..arguments import check_shell_args
+from ..dbshell import DbShell
+from .classify import ROLLED_BACK_MARK, classify_postgres
+from .runner import Runner, honour_copy_marks, trusted_functions
+from .sql import is_read_only, operation_name, strip_literals
 
 __all__ = [
     "ResilientConnection",

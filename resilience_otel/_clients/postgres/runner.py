@@ -12,12 +12,12 @@ import stat
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any, TypeVar
 
-from . import _semconv as sc
-from ._classify import Failure
-from ._dbshell import DbShell, Operation
-from ._engine import Attempt, Classifier
-from ._exceptions import ConfigError
-from ._sql import analyze, analyze_and_scrub
+from ..._core.classify import Failure
+from ..._core.engine import Attempt, Classifier
+from ..._core.exceptions import ConfigError
+from ..._telemetry import semconv as sc
+from ..dbshell import DbShell, Operation
+from .sql import analyze, analyze_and_scrub
 
 __all__ = ["CopyOutput", "Runner", "honour_copy_marks", "trusted_functions"]
 

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from ._sqlwords import (
+from .sqlwords import (
     ANALYZE,
     NAMING,
     NOT_CALLS,

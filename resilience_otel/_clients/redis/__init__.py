@@ -1,0 +1,3 @@
+"""redis-py instrumentation: command guard, deadlines, retries, pipelines, pub/sub, blocking
+commands.
+"""

@@ -30,8 +30,8 @@ from redis.connection import AbstractConnection
 if TYPE_CHECKING:
     import redis
 
-    from ._config import Policy
-    from ._steps import Attempt
+    from ..._config.policy import Policy
+    from ..._core.steps import Attempt
 
 __all__ = [
     "RedisCallTimeout",

@@ -18,13 +18,13 @@ import math
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
-from ._breaker import CircuitBreaker
-from ._config import Policy
-from ._dbshell import DbShell, Operation
-from ._engine import Attempt
-from ._redis_blocking import BlockTime, block_parser
-from ._redis_deadline import blocking_timed_out, run_until
-from ._redis_retry import single_try
+from ..._config.policy import Policy
+from ..._core.breaker import CircuitBreaker
+from ..._core.engine import Attempt
+from ..dbshell import DbShell, Operation
+from .blocking import BlockTime, block_parser
+from .deadline import blocking_timed_out, run_until
+from .retry import single_try
 
 __all__ = [
     "READ_ONLY_COMMANDS",

@@ -1,36 +1,4 @@
-"""Resilient redis-py clients (sync ``redis.Redis`` and ``redis.asyncio.Redis``).
-
-One call makes an existing client resilient::
-
-    client = resilience_otel.redis.instrument(redis.Redis(), policy=Policy(service="cache"))
-
-Every command (``client.get(...)``, ``client.execute_command(...)``) and every pipeline or
-transaction (``client.pipeline().execute()``) then runs through the breaker, retries,
-timeouts, dead letters and telemetry, with one CLIENT span per command or pipeline; so do
-commands run at once while a pipeline WATCHes (one attempt each) and pub/sub subscriptions
-and reconnects (see ``_redis_pubsub``). ``Monitor`` is not guarded.
-
-Which layer retries, per client (other clients sharing the pool are never changed): by
-default ours, and redis-py's ``Retry`` makes one try inside our attempts; redis-py's is kept
-instead when it was set explicitly (``retry=``, ``retry_on_error=``, ``retry_on_timeout=``,
-or a pool built with them), when the policy does not retry (``max_attempts=1``), or with
-``keep_client_retry=True``. When it is kept and retries, the policy makes one attempt per
-command for this client (logged when the policy was set to retry too).
-
-Retry safety: read-only commands are retried; a write is retried only when the failure
-happened before it was sent (connection refused) or when it is marked idempotent, either by
-name (``idempotent_commands={"SET", "DEL"}``) or for a block of code (``with idempotent():``).
-A pipeline is retried as a whole only when all its commands qualify.
-
-Timeouts: ``call_timeout`` (or what is left of ``total_timeout``) ends every attempt; a
-blocking command (``BLPOP``, ``XREAD ... BLOCK``, ``WAIT``, ...) may take its own block time
-on top (a block forever is not bounded by us), and a block that ends empty is a success.
-``redis.asyncio`` attempts are cancelled; on a sync client the connection's socket timeout is
-cut to the time left while a command, a pipeline or a reconnect handshake runs (and restored
-after), and ``instrument`` caps the pool's ``socket_connect_timeout`` to the policy's timeout.
-Either way the attempt fails with a ``redis.exceptions.TimeoutError`` that is also a builtin
-``TimeoutError``.
-"""
+"""The implementation behind :mod:`resilience_otel.redis` (documented there)."""
 
 from __future__ import annotations
 
@@ -43,23 +11,26 @@ import redis
 import redis.asyncio
 from redis import exceptions as rex
 
-from ._argcheck import check_shell_args
-from ._breaker import CircuitBreaker
-from ._classify import ErrorClass, Failure, FailureKind, classify_exception
-from ._clock import SYSTEM_CLOCK, Clock
-from ._config import Policy
-from ._dbshell import DbShell
-from ._engine import Classifier
-from ._events import Observer
-from ._exceptions import CircuitOpenError, mix_with
-from ._redis_deadline import (
+from ..._config.policy import Policy
+from ..._core.breaker import CircuitBreaker
+from ..._core.classify import ErrorClass, Failure, FailureKind, classify_exception
+from ..._core.clock import SYSTEM_CLOCK, Clock
+from ..._core.engine import Classifier
+from ..._core.exceptions import CircuitOpenError, mix_with
+from ..._core.validate import check_names, check_type
+from ..._deadletters.base import DeadLetterQueue
+from ..._shared.breaker_store import RedisBreakerStore, SharedCircuitBreaker
+from ..._telemetry.events import Observer
+from ..arguments import check_shell_args
+from ..dbshell import DbShell
+from .deadline import (
     bound_commands,
     bound_handshakes,
     cap_connect_timeout,
     redis_timed_out,
     run_until,
 )
-from ._redis_guard import (
+from .guard import (
     READ_ONLY_COMMANDS,
     Guard,
     idempotent,
@@ -67,13 +38,9 @@ from ._redis_guard import (
     in_single_try,
     in_single_try_async,
 )
-from ._redis_guard import command_name as _command_name  # noqa: F401 (tests import it)
-from ._redis_pipeline import guard_pipeline_async, guard_pipeline_sync
-from ._redis_pubsub import guard_pubsub_async, guard_pubsub_sync
-from ._redis_retry import retry_layer, scope_pool_retry
-from ._shared import RedisBreakerStore, SharedCircuitBreaker
-from ._validate import check_names, check_type
-from .dlq import DeadLetterQueue
+from .pipeline import guard_pipeline_async, guard_pipeline_sync
+from .pubsub import guard_pubsub_async, guard_pubsub_sync
+from .retry import retry_layer, scope_pool_retry
 
 __all__ = [
     "READ_ONLY_COMMANDS",
@@ -167,22 +134,18 @@ def instrument(
         breaker: share a breaker (e.g. with a ``RedisBreakerStore``-backed one).
         dead_letters: where failed commands are recorded (command name only, no arguments).
         observers, tracer_provider, meter_provider, clock, rng: as for the httpx transports.
-        keep_client_retry: ``True`` keeps redis-py's own ``Retry`` for this client (then the
-            policy makes one attempt per command); ``False`` retries in the policy, with
-            redis-py's retry making one try inside each attempt; ``None`` (default) keeps
-            redis-py's when it was set explicitly or when the policy does not retry. Other
-            clients sharing the connection pool are never changed.
+        keep_client_retry: ``True`` keeps redis-py's own ``Retry`` (the policy then makes one
+            attempt per command); ``False`` retries in the policy, redis-py's making one try in
+            each attempt; ``None`` (default) keeps redis-py's when it was set explicitly or the
+            policy does not retry. Clients sharing the connection pool are never changed.
     """
     check_type(
         "instrument(client=...)", client, (redis.Redis, redis.asyncio.Redis),
         "a redis.Redis or redis.asyncio.Redis",
     )  # fmt: skip
-    flags: dict[str, object] = (
-        {} if keep_client_retry is None else {"keep_client_retry": keep_client_retry}
-    )
     check_shell_args(
         "instrument", policy=policy, classifier=classifier, breaker=breaker, observers=observers,
-        clock=clock, rng=rng, flags=flags,
+        clock=clock, rng=rng, flags=_flags(keep_client_retry),
     )  # fmt: skip
     idempotent = check_names("instrument(idempotent_commands=...)", idempotent_commands)
     if getattr(client, "_resilience_guard", None) is not None:
@@ -203,6 +166,11 @@ def instrument(
         )  # fmt: skip
 
     guard = Guard(policy, make_shell, frozenset(c.upper() for c in idempotent), single_try=not keep)
+    _attach(client, guard, policy)
+    return client
+
+
+def _attach(client: redis.Redis | redis.asyncio.Redis, guard: Guard, policy: Policy) -> None:
     scope_pool_retry(client.connection_pool)
     if isinstance(client, redis.asyncio.Redis):
         _patch_async(client, guard)
@@ -211,7 +179,10 @@ def instrument(
         bound_handshakes(client)
         _patch_sync(client, guard)
     setattr(client, "_resilience_guard", guard)  # noqa: B010 (marks the client as guarded)
-    return client
+
+
+def _flags(keep_client_retry: bool | None) -> dict[str, object]:
+    return {} if keep_client_retry is None else {"keep_client_retry": keep_client_retry}
 
 
 def _one_attempt(policy: Policy) -> Policy:

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import _semconv as sc
-from ._redis_blocking import pipeline_block
-from ._redis_deadline import bound_commands
-from ._redis_guard import Guard, in_single_try, in_single_try_async
+from ..._telemetry import semconv as sc
+from .blocking import pipeline_block
+from .deadline import bound_commands
+from .guard import Guard, in_single_try, in_single_try_async
 
 __all__ = ["guard_pipeline_async", "guard_pipeline_sync"]
 

@@ -22,7 +22,7 @@ import contextvars
 import weakref
 from typing import Any
 
-from ._redis_guard import Guard, in_single_try, in_single_try_async
+from .guard import Guard, in_single_try, in_single_try_async
 
 __all__ = ["guard_pubsub_async", "guard_pubsub_sync"]
 

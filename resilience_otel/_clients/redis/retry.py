@@ -27,7 +27,7 @@ import redis.asyncio
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.retry import Retry
 
-from ._redis_deadline import RedisCallTimeout
+from .deadline import RedisCallTimeout
 
 __all__ = ["AsyncScopedRetry", "ScopedRetry", "retry_layer", "scope_pool_retry", "single_try"]
 

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Final
 
-from ._exceptions import ConfigError
+from ..._core.exceptions import ConfigError
 
 __all__ = ["BOUNDS", "Bound", "check", "num"]
 

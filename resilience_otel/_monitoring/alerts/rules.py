@@ -1,32 +1,13 @@
-"""Prometheus alert and recording rules for the resilience metrics, defined as data.
-
-The rules live here as :class:`RuleGroup` values built from the metric names in ``_semconv``;
-:func:`render_rules` turns them into a Prometheus rule file (YAML from a small deterministic
-emitter: no YAML library needed). The committed ``alerts/resilience-rules.yml`` is
-``render_rules()`` with the defaults; regenerate it with::
-
-    resilience-otel alerts render --output alerts/resilience-rules.yml
-
-Every series is aggregated ``by (job, service)`` (``instance`` too where a process speaks for
-itself), so the OTel exporter's ``otel_scope_*`` labels never leak into alerts. Unavailable
-calls are ``outcome="failure"`` with a TRANSIENT or CRITICAL error class plus every rejected
-call; PERMANENT failures are the caller's fault and count as available.
-"""
+"""The alert and recording rules, built from thresholds (rendered to YAML by ``render``)."""
 
 from __future__ import annotations
 
-import json
 import math
-import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import Final
 
-from . import _semconv as sc
-from ._alert_params import check, num
-from ._exceptions import ConfigError
-
-if TYPE_CHECKING:
-    import argparse
+from ..._telemetry import semconv as sc
+from .params import check, num
 
 __all__ = [
     "RUNBOOK_URL",
@@ -34,10 +15,8 @@ __all__ = [
     "AlertRule",
     "RecordingRule",
     "RuleGroup",
-    "add_cli",
     "error_ratio",
     "format_duration",
-    "render_rules",
     "rule_groups",
 ]
 
@@ -315,130 +294,3 @@ def rule_groups(
         check("retry_ratio", retry_ratio),
         check("dead_letter_threshold", dead_letter_threshold),
     )
-
-
-# -- YAML ----------------------------------------------------------------------------------------
-_PLAIN: Final = re.compile(r"[A-Za-z]([\w.:/#-]*[\w./#-])?|\d+(ms|[smhdwy])(\d+(ms|[smhdwy]))*")
-_KEYWORDS: Final = frozenset({"true", "false", "yes", "no", "on", "off", "null", "y", "n"})
-
-
-def _scalar(text: str) -> str:
-    if _PLAIN.fullmatch(text) and text.lower() not in _KEYWORDS:
-        return text
-    return json.dumps(text, ensure_ascii=False)  # a JSON string is a YAML double-quoted scalar
-
-
-def _block(key: str, text: str, indent: str) -> list[str]:
-    body = [f"{indent}  {line}" if line else "" for line in text.splitlines()]
-    return [f"{indent}{key}: |-", *body]
-
-
-_RANGE: Final = re.compile(r"\[(\d+)(ms|s|m|h|d|w)\]")
-_UNIT_SECONDS: Final = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
-
-
-def _scale_ranges(expr: str, scale: float) -> str:
-    """Shrink every range window (``[5m]`` -> ``[6s]`` at 0.02), never below 4s (a rate
-    needs two samples at a 1s scrape interval)."""
-    if scale == 1.0:
-        return expr
-
-    def shrink(match: re.Match[str]) -> str:
-        seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2)] * scale
-        return f"[{format_duration(max(seconds, 4.0))}]"
-
-    return _RANGE.sub(shrink, expr)
-
-
-def _rule_yaml(
-    rule: RecordingRule | AlertRule, for_scale: float, runbook: str, window_scale: float = 1.0
-) -> list[str]:
-    pad = " " * 8
-    expr = _scale_ranges(rule.expr, window_scale)
-    if isinstance(rule, RecordingRule):
-        return [f"      - record: {_scalar(rule.record)}", *_block("expr", expr, pad)]
-    annotations = {
-        "summary": rule.summary,
-        "description": rule.description,
-        "runbook_url": f"{runbook}#{rule.anchor}",
-    }
-    return [
-        f"      - alert: {_scalar(rule.alert)}",
-        *_block("expr", expr, pad),
-        f"{pad}for: {format_duration(rule.for_ * for_scale)}",
-        f"{pad}labels:",
-        f"{pad}  severity: {_scalar(rule.severity)}",
-        f"{pad}annotations:",
-        *(f"{pad}  {key}: {_scalar(value)}" for key, value in annotations.items()),
-    ]
-
-
-def render_rules(
-    *,
-    availability: float = 0.95,
-    latency_p95_seconds: float = 1.0,
-    latency_baseline_factor: float = 2.0,
-    retry_ratio: float = 0.2,
-    for_scale: float = 1.0,
-    dead_letter_threshold: int = 10,
-    runbook_url: str = RUNBOOK_URL,
-    window_scale: float = 1.0,
-) -> str:
-    """The Prometheus rule file (YAML) for these thresholds.
-
-    Args:
-        availability: the availability objective, 0 to 1 like ``HEALTH_ALERT_THRESHOLD``
-            (its default in the CLI); its error budget ``1 - availability`` drives the
-            error-rate and burn-rate alerts. Where a burn factor times the budget exceeds
-            90% errors (the 14.4x page below 0.9375), that factor is lowered to the fastest
-            burn within 90% errors, so the page can still fire (9x at 0.9); never below 1x.
-        latency_p95_seconds: the p95 call duration above which latency may be degraded.
-        latency_baseline_factor: ... and over this many times its average of the last day (>= 1).
-        retry_ratio: retries per call above which retries storm (> 0; 0.2 = one per 5 calls).
-        for_scale: multiplies every ``for:`` (> 0 and <= 1000, so the longest, 15m, stays
-            10d10h at most; tests use e.g. 0.01).
-        dead_letter_threshold: dead letters per service in 15 minutes above which they
-            accumulate (an integer >= 0 and <= 1e9).
-        runbook_url: where ``RUNBOOK.md`` is served; each alert links ``<url>#<alertname>``.
-        window_scale: multiplies every range window (> 0, at most 1; demos and end-to-end
-            tests use e.g. 0.02 so alerts also resolve within seconds). Recording rules keep
-            their nominal names (``..._rate5m``).
-
-    Raises:
-        ConfigError: naming the option and the value when one is out of range.
-    """
-    scale = check("for_scale", for_scale)
-    windows = check("window_scale", window_scale)
-    if not isinstance(runbook_url, str) or not runbook_url.strip() or "#" in runbook_url:
-        raise ConfigError(f"runbook_url must be a URL without '#', got {runbook_url!r}",
-                          field="runbook_url")  # fmt: skip
-    thresholds: dict[str, Any] = {  # float and int values
-        "availability": availability,
-        "latency_p95_seconds": latency_p95_seconds,
-        "latency_baseline_factor": latency_baseline_factor,
-        "retry_ratio": retry_ratio,
-        "dead_letter_threshold": dead_letter_threshold,
-    }
-    groups = rule_groups(**thresholds)
-    scales = [("for_scale", scale)] + ([("window_scale", windows)] if windows != 1.0 else [])
-    settings = ", ".join(f"{k}={num(v)}" for k, v in [*thresholds.items(), *scales])
-    lines = [
-        "# Generated by resilience_otel.alerts.render_rules(); do not edit by hand.",
-        f"# {settings}",
-        "# The committed alerts/resilience-rules.yml (defaults) is regenerated with:",
-        "#   resilience-otel alerts render --output alerts/resilience-rules.yml",
-        "groups:",
-    ]
-    for group in groups:
-        lines += [f"  - name: {_scalar(group.name)}", "    rules:"]
-        for rule in group.rules:
-            lines += _rule_yaml(rule, scale, runbook_url, windows)
-    return "\n".join(lines) + "\n"
-
-
-# -- command line ---------------------------------------------------------------------------------
-def add_cli(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register ``resilience-otel alerts render`` on the CLI's subcommands."""
-    from ._cli_alerts import add_alerts_cli  # the CLI needs this module: imported on use
-
-    add_alerts_cli(commands)

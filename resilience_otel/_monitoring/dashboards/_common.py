@@ -12,7 +12,7 @@ from grafana_foundation_sdk.models import common as cm
 from grafana_foundation_sdk.models import dashboard as dm
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
-from .. import _semconv as sc
+from ..._telemetry import semconv as sc
 
 OVERVIEW_UID = "resilience-overview"
 SERVICE_UID = "resilience-service"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from grafana_foundation_sdk.builders import dashboard as db
 
-from .. import _semconv as sc
+from ..._telemetry import semconv as sc
 from ._common import (
     ALL,
     BREAKER_STATE,
@@ -184,7 +184,11 @@ ATTEMPTS_NOTE = (
 
 
 def _service_attempts() -> list[PanelBuilder]:
-    http_count, db_count = f"{HTTP_DURATION}_count", f"{DB_DURATION}_count"
+    return [*_http_attempts(), *_db_attempts()]
+
+
+def _http_attempts() -> list[PanelBuilder]:
+    http_count = f"{HTTP_DURATION}_count"
     return [
         _timeseries(
             "HTTP attempts by status code",
@@ -212,6 +216,12 @@ def _service_attempts() -> list[PanelBuilder]:
             _query(_quantile(0.95, HTTP_DURATION, ALL, "server_address"), "{{server_address}}"),
             width=8,
         ),
+    ]
+
+
+def _db_attempts() -> list[PanelBuilder]:
+    db_count = f"{DB_DURATION}_count"
+    return [
         _timeseries(
             "Database operations by operation",
             "Redis and PostgreSQL operations per second by system and operation name."
