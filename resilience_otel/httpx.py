@@ -14,7 +14,7 @@ that was retried it gets a :class:`RetriesExhaustedError` that is also of the ex
 type, and when no resend was made, the exception itself.
 
 Response bodies are read inside the attempt for ``client.get()`` and friends, and reach the
-caller unread for ``client.stream()`` (see ``read_body`` and ``_http_stream``): a stream is
+caller unread for ``client.stream()``: a stream is
 never resent once its head arrived, and its call ends when its body does.
 """
 

@@ -8,7 +8,7 @@ Every command (``client.get(...)``, ``client.execute_command(...)``) and every p
 transaction (``client.pipeline().execute()``) then runs through the breaker, retries,
 timeouts, dead letters and telemetry, with one CLIENT span per command or pipeline; so do
 commands run at once while a pipeline WATCHes (one attempt each) and pub/sub subscriptions
-and reconnects (see ``_redis_pubsub``). ``Monitor`` is not guarded.
+and reconnects. ``Monitor`` is not guarded.
 
 Which layer retries, per client (other clients sharing the pool are never changed): by
 default ours, and redis-py's ``Retry`` makes one try inside our attempts; redis-py's is kept

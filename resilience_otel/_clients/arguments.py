@@ -63,7 +63,7 @@ def check_transport_args(
     **common: object,
 ) -> None:
     """:func:`check_shell_args` plus the httpx transports' own arguments (``read_body`` and
-    ``stream_idle_timeout`` are checked in ``_http_stream``)."""
+    ``stream_idle_timeout`` are checked in ``_clients.http.stream``)."""
     if transport is not None:
         check_type(f"{owner}(transport=...)", transport, base)
     flags = {"per_host": per_host, "keep_payload": keep_payload}

@@ -1,5 +1,5 @@
 """The retry/breaker loop, written once as a generator (:meth:`Engine.flow`) and run by the
-drivers in ``_steps``; :meth:`Engine.call` and :meth:`Engine.acall` make a call's first attempt
+drivers in ``steps``; :meth:`Engine.call` and :meth:`Engine.acall` make a call's first attempt
 themselves and hand over to the flow only after a failure or a rejection.
 """
 

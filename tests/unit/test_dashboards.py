@@ -1,7 +1,7 @@
 """The generated Grafana dashboards: drift against the committed files and lint rules.
 
 The lint rules are those of Grafana's dashboard linter (grafana/dashboard-linter) that apply to
-generated Prometheus dashboards, plus checks against the metric names in ``_semconv``.
+generated Prometheus dashboards, plus checks against the metric names in ``_telemetry.semconv``.
 """
 
 from __future__ import annotations
