@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[2]
 MAX_NO_RUN = 5
 # What the collector finds today; a broken collector (or a lost page) then cannot pass by
 # running nothing. Raise it when pages gain blocks.
-MIN_BLOCKS = 1
+MIN_BLOCKS = 30
 TIMEOUT_SECONDS = 60
 # Configuration a developer's shell may export; a snippet sets what it needs itself.
 _CLEARED_ENV_PREFIXES = ("CB_", "RETRY_", "HEALTH_", "OTEL_")
@@ -45,6 +45,9 @@ _PYTHON_LANGS = {"python", "py"}
 _MARKER = re.compile(r"^\s*<!--\s*snippet:\s*no-run\b(?P<reason>.*?)-->\s*$")
 _ANY_MARKER = re.compile(r"<!--\s*snippet:")
 _INCLUDE = re.compile(r"^\s*;?-{2}8<-{2}")
+# what `ruff format` makes of an include it was allowed to format: `--8 < --"file"`
+_MANGLED_INCLUDE = re.compile(r"^\s*-{2}8 +< +-{2}")
+_COMMENT = re.compile(r"^\s*<!--.*-->\s*$")
 
 
 @dataclass(frozen=True)
@@ -108,12 +111,14 @@ def parse_markdown(text: str, path: str) -> tuple[list[Block], list[Marker]]:
 
 
 def _no_run_reason(lines: list[str], fence: int) -> str | None:
-    """The reason of a no-run marker on the last non-blank line above ``fence``, if any."""
+    """The reason of a no-run marker above ``fence`` (past blank lines and other comments)."""
     above = fence - 1
-    while above >= 0 and not lines[above].strip():
+    while above >= 0 and (not lines[above].strip() or _COMMENT.match(lines[above])):
+        marker = _MARKER.match(lines[above])
+        if marker:
+            return marker.group("reason").strip()
         above -= 1
-    marker = _MARKER.match(lines[above]) if above >= 0 else None
-    return marker.group("reason").strip() if marker else None
+    return None
 
 
 def _fence_end(lines: list[str], start: int, fence: str) -> int:
@@ -129,7 +134,7 @@ def _marker(lines: list[str], index: int, path: str) -> Marker:
     match = _MARKER.match(lines[index])
     reason = match.group("reason").strip() if match else None
     below = index + 1
-    while below < len(lines) and not lines[below].strip():
+    while below < len(lines) and (not lines[below].strip() or _COMMENT.match(lines[below])):
         below += 1
     fence = _FENCE_OPEN.match(lines[below]) if below < len(lines) else None
     above_python = bool(fence and fence.group("lang").lower() in _PYTHON_LANGS)
@@ -253,6 +258,34 @@ def test_no_run_blocks_are_rare_and_explained() -> None:
     assert not bad, f"no-run markers without a reason or not right above a ```python fence: {bad}"
 
 
+def test_includes_are_intact() -> None:
+    """No ``--8<--`` include was rewritten by a formatter into Python that runs as an expression."""
+    mangled = [
+        block.id
+        for block in BLOCKS
+        if any(_MANGLED_INCLUDE.match(line) for line in block.code.splitlines())
+    ]
+    assert not mangled, (
+        f'includes rewritten by `ruff format` (restore `--8<-- "file"` and put the fence '
+        f"between <!-- fmt: off --> and <!-- fmt: on -->): {mangled}"
+    )
+
+
+def test_runbook_page_includes_the_runbook_from_its_conventions() -> None:
+    """The runbook page's line-range include starts where alerts/RUNBOOK.md's conventions do.
+
+    The page skips the file's title and introduction (whose relative link would not resolve
+    on the site), so a line added above them must move the include's start line too.
+    """
+    page = (ROOT / "docs" / "operations" / "runbook.md").read_text(encoding="utf-8")
+    match = re.search(r'^--8<-- "alerts/RUNBOOK\.md:(\d+):"$', page, re.M)
+    assert match is not None, "docs/operations/runbook.md does not include alerts/RUNBOOK.md"
+    runbook = (ROOT / "alerts" / "RUNBOOK.md").read_text(encoding="utf-8").splitlines()
+    start = int(match.group(1))
+    assert runbook[start - 1].startswith("Conventions used below"), runbook[start - 1]
+    assert not re.search(r"\]\((?!#|https?://)", "\n".join(runbook[start - 1 :]))
+
+
 def test_runner_finds_the_documented_blocks() -> None:
     """The collector finds at least MIN_BLOCKS runnable blocks, so the run cannot pass empty."""
     assert len(RUNNABLE) >= MIN_BLOCKS, [block.id for block in RUNNABLE]
@@ -267,6 +300,7 @@ def test_collector_reads_markers_includes_and_nested_fences() -> None:
         "!!! example", "    ```python", "    print('indented')", "    ```",
         "````markdown", "```python", "print('inside a markdown sample')", "```", "````",
         "<!-- snippet: no-run -->", "", "```py", "print(1)", "```",
+        "<!-- snippet: no-run shown, not run -->", "<!-- fmt: off -->", "```python", "x", "```",
     ])  # fmt: skip
     blocks, markers = parse_markdown(text, "page.md")
     assert [(b.line, b.no_run, b.include_only) for b in blocks] == [
@@ -274,11 +308,13 @@ def test_collector_reads_markers_includes_and_nested_fences() -> None:
         (5, None, True),
         (9, None, False),
         (19, "", False),
+        (24, "shown, not run", False),
     ]
     assert blocks[2].code == "print('indented')\n"
     assert [(m.line, m.reason, m.above_python) for m in markers] == [
         (1, "needs a broker account", True),
         (17, "", True),
+        (22, "shown, not run", True),
     ]
 
 
