@@ -159,8 +159,22 @@ def unit_of(field: dataclasses.Field[Any], doc: str, ms_fields: set[str]) -> str
     return ""
 
 
+def with_unit(range_: str, unit: str) -> str:
+    """``> 0, <= 86400 s``: the unit only where it is not plain from the type."""
+    if unit == "seconds":
+        return f"{range_} s" if range_ else "seconds"
+    if unit == "ratio" and not range_:
+        return "ratio"
+    return range_
+
+
 def cell(text: str) -> str:
+    """Table cell text; a ``|`` in a code span needs no escape (the table parser skips it)."""
     return text.replace("|", "\\|").replace("\n", " ")
+
+
+def code(text: str) -> str:
+    return f"`{text}`"
 
 
 def inherited_docs(cls: type) -> dict[str, str]:
@@ -178,8 +192,8 @@ def inherited_docs(cls: type) -> dict[str, str]:
 def config_table(cls: type, ms_fields: set[str]) -> str:
     docs = {**inherited_docs(cls), **field_docs(cls)}
     rows = [
-        "| Field | Type | Default | Unit | Range | Description |",
-        "|---|---|---|---|---|---|",
+        "| Field | Type | Default | Range | Description |",
+        "|---|---|---|---|---|",
     ]
     for field in dataclasses.fields(cls):
         doc = docs.get(field.name, "")
@@ -188,10 +202,9 @@ def config_table(cls: type, ms_fields: set[str]) -> str:
             + " | ".join(
                 (
                     f"`{field.name}`",
-                    f"`{cell(str(field.type))}`",
+                    code(str(field.type)),
                     cell(default_of(field)),
-                    unit_of(field, doc, ms_fields),
-                    range_text(bounds(cls, field)),
+                    with_unit(range_text(bounds(cls, field)), unit_of(field, doc, ms_fields)),
                     cell(rst_to_md(doc)),
                 )
             )
@@ -233,7 +246,7 @@ def env_row(var: EnvVar) -> str:
             (
                 f"`{var.name}`",
                 f"`{cls.__name__}.{var.field}`",
-                cell(var.unit),
+                code(var.unit) if "|" in var.unit else var.unit,
                 range_text(bounds(cls, field), scale),
                 f"`{shown}`",
                 "" if var.small is None else f"{number(var.small)} ms",

@@ -185,8 +185,8 @@ def metrics_markdown(found: Observed) -> tuple[str, list[str]]:
     """The metrics table, and a problem per metric the workload did not confirm."""
     problems = []
     rows = [
-        "| OTel name | Prometheus name | Instrument | Unit | Labels | Description |",
-        "|---|---|---|---|---|---|",
+        "| Metric (OTel, Prometheus) | Instrument, unit | Labels | Description |",
+        "|---|---|---|---|",
     ]
     for name, unit, description in metric_specs():
         prom = _prometheus_name(name, found)
@@ -196,7 +196,7 @@ def metrics_markdown(found: Observed) -> tuple[str, list[str]]:
             problems.append(f"metric {name}: the exporter does not expose the name semconv gives")
         labels = ", ".join(f"`{key}`" for key in sorted(found.labels.get(name, ())))
         rows.append(
-            f"| `{name}` | `{prom or '?'}` | {found.kinds.get(name, '?')} | `{unit}` "
+            f"| `{name}`<br>`{prom or '?'}` | {found.kinds.get(name, '?')}, `{unit}` "
             f"| {labels} | {description} |"
         )
     return "\n".join(rows), problems
