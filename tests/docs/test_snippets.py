@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[2]
 MAX_NO_RUN = 5
 # What the collector finds today; a broken collector (or a lost page) then cannot pass by
 # running nothing. Raise it when pages gain blocks.
-MIN_BLOCKS = 30
+MIN_BLOCKS = 33
 TIMEOUT_SECONDS = 60
 # Configuration a developer's shell may export; a snippet sets what it needs itself.
 _CLEARED_ENV_PREFIXES = ("CB_", "RETRY_", "HEALTH_", "OTEL_")
