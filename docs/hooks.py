@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 # mkdocs imports this file by path: make its sibling package importable.
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+_HERE = str(Path(__file__).resolve().parent)
+if _HERE not in sys.path:  # mkdocs serve loads the hooks again on every rebuild
+    sys.path.insert(0, _HERE)
 
-from _gen import configuration, telemetry
+from _gen import configuration, telemetry  # noqa: E402
 
 log = logging.getLogger("mkdocs.hooks.reference")
 
