@@ -1,7 +1,7 @@
 """``python -m bench.libraries``: what each library adds to one mocked httpx GET, alone.
 
-The comparison table of the README: raw httpx, then each library wrapping the same call the
-way its documentation shows — tenacity's ``@retry``, pybreaker's ``breaker.call``, stamina's
+The comparison table of docs/benchmarks.md: raw httpx, then each library wrapping the same call
+the way its documentation shows — tenacity's ``@retry``, pybreaker's ``breaker.call``, stamina's
 ``@retry``, httpx-retries' transport, and our transport with telemetry off and on — on
 ``httpx.MockTransport``, interleaved in rounds as in ``python -m bench``.
 """

@@ -37,8 +37,9 @@ __all__ = ["run_full"]
 REFRESH = 0.25  # seconds between redraws
 NEXT_STEPS = (
     "where to look next",
-    "  README.md      'What happens to a call', 'Health', 'Telemetry', 'Durable dead letters',",
-    "                 'Sharing breaker state across processes'",
+    "  README.md      the quick start; the guides are in docs/ (make docs serves them):",
+    "                 concepts.md, guides/health.md, guides/dead-letters.md,",
+    "                 guides/shared-breakers.md, reference/telemetry.md",
     "  examples/      trading_client.py, ai_client.py, cache_and_repository.py, otel_setup.py",
     "  dashboards/    resilience-overview.json, resilience-service.json; import them with",
     "                 resilience-otel dashboards import --url http://grafana:3000 --token ...",

@@ -101,7 +101,7 @@ def assess(
     breaker_state: str | None,
     consecutive_check_failures: int,
 ) -> Assessment:
-    """Status and score from the evidence (see README "Health" for the formula).
+    """Status and score from the evidence (docs/guides/health.md gives the formula).
 
     availability = successes / (successes + failures), 1.0 with no calls;
     latency factor = 1 when p95 <= latency_target, else latency_target / p95;

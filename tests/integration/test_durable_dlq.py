@@ -14,7 +14,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import re
 import socket
 import subprocess
 import sys
@@ -653,39 +652,6 @@ def test_redis_slow_handler_keeps_its_letter_from_other_replayers(
     assert other == (ReplayResult(succeeded=0, failed=0), [])
     assert results == [ReplayResult(succeeded=1, failed=0)]
     assert redis_backend.stored() == []
-
-
-def readme_block(heading: str) -> str:
-    """The first ```python block after ``heading`` in the README."""
-    text = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
-    start = text.index(heading)
-    match = re.search(r"```python\n(.*?)```", text[start:], re.S)
-    assert match is not None, f"no python block after {heading!r}"
-    return match.group(1)
-
-
-def test_readme_durable_dead_letters_example_runs(redis_backend: RedisBackend) -> None:
-    """The README's durable example replays what an earlier writer left, then closes cleanly."""
-    writer = redis_backend.queue()
-    writer.put(letter("POST https://api.test/v1/orders"))
-    assert writer.flush()
-    code = readme_block("## Durable dead letters")
-    assert '"orders:dead"' in code
-    resent: list[str] = []
-    namespace: dict[str, Any] = {
-        "redis": redis,
-        "httpx": httpx,
-        "ResilientTransport": ResilientTransport,
-        "policy": Policy(service="orders"),
-        "resend": lambda item: resent.append(item.operation),
-        "DSN": DSN,
-    }
-    code = code.replace('"orders:dead"', repr(redis_backend.stream))
-    exec(compile(code, "README durable dead letters", "exec"), namespace)  # noqa: S102
-    namespace["client"].close()
-    assert resent == ["POST https://api.test/v1/orders"]
-    assert redis_backend.stored() == []
-    assert namespace["dead"].dropped == 0
 
 
 def test_redis_letter_whose_claim_was_taken_mid_handler_is_still_deleted_and_logged(

@@ -174,7 +174,7 @@ def spawn(prefix: str, tmp_path: Path) -> Iterator[Spawn]:
 
 
 def make_store(port: int, prefix: str, **kwargs: Any) -> RedisBreakerStore:
-    """A store with its own client, the short timeouts the README recommends."""
+    """A store with its own client, the short timeouts the shared-breakers guide recommends."""
     client = redis.Redis(port=port, socket_timeout=0.05, socket_connect_timeout=0.05)
     return RedisBreakerStore(client, prefix=prefix, sync_interval=SYNC, **kwargs)
 

@@ -42,7 +42,7 @@ _SERVER = (sc.SERVER_ADDRESS, sc.SERVER_PORT, sc.ERROR_TYPE)
 _HTTP_ATTRS = (sc.HTTP_REQUEST_METHOD, sc.URL_SCHEME, sc.HTTP_RESPONSE_STATUS_CODE, *_SERVER)
 _HTTP_LABELS = {_prom(key) for key in _HTTP_ATTRS}
 _DB_LABELS = {_prom(key) for key in (sc.DB_SYSTEM_NAME, sc.DB_OPERATION_NAME, *_SERVER)}
-# The labels of each metric (the README's metrics table) besides job and instance.
+# The labels of each metric (the telemetry reference) besides job and instance.
 METRIC_LABELS = {
     "resilience_calls_total": {sc.SERVICE, sc.CLIENT, sc.OUTCOME, sc.ERROR_CLASS},
     "resilience_call_duration_seconds_bucket": {sc.SERVICE, sc.CLIENT, sc.OUTCOME, "le"},
