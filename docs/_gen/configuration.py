@@ -190,26 +190,16 @@ def inherited_docs(cls: type) -> dict[str, str]:
 
 
 def config_table(cls: type, ms_fields: set[str]) -> str:
+    # Three columns: the type, default and range sit under the field name, so the description
+    # keeps the width it needs on any screen.
     docs = {**inherited_docs(cls), **field_docs(cls)}
-    rows = [
-        "| Field | Type | Default | Range | Description |",
-        "|---|---|---|---|---|",
-    ]
+    rows = ["| Field | Default | Description |", "|---|---|---|"]
     for field in dataclasses.fields(cls):
         doc = docs.get(field.name, "")
-        rows.append(
-            "| "
-            + " | ".join(
-                (
-                    f"`{field.name}`",
-                    code(str(field.type)),
-                    cell(default_of(field)),
-                    with_unit(range_text(bounds(cls, field)), unit_of(field, doc, ms_fields)),
-                    cell(rst_to_md(doc)),
-                )
-            )
-            + " |"
-        )
+        limits = with_unit(range_text(bounds(cls, field)), unit_of(field, doc, ms_fields))
+        what = f"`{field.name}`<br>{code(str(field.type))}"
+        described = cell(rst_to_md(doc)) + (f"<br>Range: {limits}" if limits else "")
+        rows.append(f"| {what} | {cell(default_of(field))} | {described} |")
     return "\n".join(rows)
 
 

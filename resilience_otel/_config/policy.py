@@ -154,6 +154,11 @@ class RetryBudgetConfig:
 
     Within the last ``window`` seconds, retries may not exceed ``ratio`` times the calls made
     plus ``min_retries_per_second * window`` (a floor so quiet services can still retry).
+
+    Args:
+        ratio: retries allowed per call made in the window (0.2: one retry per five calls).
+        min_retries_per_second: retries per second always allowed, however quiet the service.
+        window: seconds of traffic the budget looks back over.
     """
 
     ratio: float = 0.2

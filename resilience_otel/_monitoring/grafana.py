@@ -33,7 +33,9 @@ JsonObject = dict[str, object]
 ImportAction = Literal["created", "updated", "unchanged"]
 
 DEFAULT_FOLDER = "Resilience"
+"""The Grafana folder the dashboards are imported into by default."""
 DEFAULT_MESSAGE = "Provisioned by resilience-otel"
+"""The version-history message of each saved dashboard by default."""
 # Set by Grafana on every save; not part of what we generate.
 _SERVER_FIELDS = frozenset({"id", "version"})
 _HINTS = {
@@ -171,7 +173,8 @@ def import_dashboards(
     Args:
         url: Grafana's base URL, e.g. ``http://localhost:3000``.
         token: service account token (sent as ``Authorization: Bearer``).
-        user, password: basic authentication instead of a token.
+        user: basic-authentication user, instead of a token.
+        password: basic-authentication password (with ``user``).
         folder: title of the folder to import into.
         message: commit message for each saved dashboard.
         dashboards: uid -> JSON model; ``None`` imports :func:`build_dashboards`.

@@ -331,13 +331,24 @@ def test_modules_stay_small() -> None:
     assert long == {}
 
 
+def _code_lines(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    """Lines from ``def`` to the end, less the docstring (argument docs are not complexity)."""
+    assert node.end_lineno is not None
+    lines = node.end_lineno - node.lineno + 1
+    first = node.body[0]
+    if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+        assert first.end_lineno is not None
+        lines -= first.end_lineno - first.lineno + 1
+    return lines
+
+
 def test_functions_stay_short() -> None:
-    """No function is longer than a screen, except the few kept long on purpose."""
+    """No function is longer than a screen (its docstring aside), except a few kept long."""
     long = set()
     for _, path in _modules():
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-                assert node.end_lineno is not None
-                if node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES:
-                    long.add((path.relative_to(PACKAGE).as_posix(), node.name))
+            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            if _code_lines(node) > MAX_FUNCTION_LINES:
+                long.add((path.relative_to(PACKAGE).as_posix(), node.name))
     assert long == LONG_FUNCTIONS

@@ -18,6 +18,7 @@ from ..._core.retry import parse_retry_after
 __all__ = ["IDEMPOTENT_METHODS", "HttpClassifier", "classify_http", "replayable"]
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+"""Methods resent after a failure that may have reached the server (RFC 9110 idempotent)."""
 
 HttpClassifier = Callable[[httpx.Response | None, Exception | None], Failure | None]
 """``(response, error) -> Failure | None``: exactly one of response and error is set."""

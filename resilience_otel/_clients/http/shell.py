@@ -250,7 +250,8 @@ ARGS_DOC = """
             reads, seconds; ``None`` (default): the policy's ``call_timeout``;
             ``math.inf``: no limit beyond httpx's own read timeout.
         observers: receive call events (telemetry, health).
-        tracer_provider / meter_provider: OTel providers (default: the global ones).
+        tracer_provider: the OTel tracer provider (default: the global one).
+        meter_provider: the OTel meter provider (default: the global one).
         clock: time source; ``resilience_otel.testing.FakeClock`` makes retries instant.
         rng: random source for jitter.
         redact_query_keys: more query keys whose values are redacted in ``url.full``, dead

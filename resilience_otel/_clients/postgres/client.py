@@ -262,6 +262,16 @@ def wrap(
     (-> :class:`ResilientPool`).
 
     Args:
+        target: the connection or pool to wrap.
+        policy: the service's policy.
+        classifier: overrides :func:`classify_postgres`.
+        breaker: share a breaker (e.g. with a ``RedisBreakerStore``-backed one).
+        dead_letters: where failed statements are recorded (operation name only, no values).
+        observers: receive call events (telemetry, health).
+        tracer_provider: the OTel tracer provider (default: the global one).
+        meter_provider: the OTel meter provider (default: the global one).
+        clock: time source; ``resilience_otel.testing.FakeClock`` makes retries instant.
+        rng: random source for jitter.
         record_query: put the statement on spans as ``db.query.text``, scrubbed by
             :func:`strip_literals` (every literal a ``?``, comments removed); off by default
             (queries may carry personal data).
@@ -273,8 +283,6 @@ def wrap(
             a known side-effect-free built-in is not resent once sent. Built-ins that write
             (``nextval``, ``setval``, ``pg_notify``, advisory locks, ...) never become safe.
             For one call, ``idempotent=True`` says the statement is safe to resend.
-        Others: as for the httpx transports (``classifier`` defaults to
-            :func:`classify_postgres`).
     """
     check_type(
         "wrap(target=...)", target,

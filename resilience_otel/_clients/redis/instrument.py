@@ -133,7 +133,11 @@ def instrument(
         classifier: overrides :func:`classify_redis` (signature ``(None, error)``).
         breaker: share a breaker (e.g. with a ``RedisBreakerStore``-backed one).
         dead_letters: where failed commands are recorded (command name only, no arguments).
-        observers, tracer_provider, meter_provider, clock, rng: as for the httpx transports.
+        observers: receive call events (telemetry, health).
+        tracer_provider: the OTel tracer provider (default: the global one).
+        meter_provider: the OTel meter provider (default: the global one).
+        clock: time source; ``resilience_otel.testing.FakeClock`` makes retries instant.
+        rng: random source for jitter.
         keep_client_retry: ``True`` keeps redis-py's own ``Retry`` (the policy then makes one
             attempt per command); ``False`` retries in the policy, redis-py's making one try in
             each attempt; ``None`` (default) keeps redis-py's when it was set explicitly or the

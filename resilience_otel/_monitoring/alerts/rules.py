@@ -21,10 +21,13 @@ __all__ = [
 ]
 
 RUNBOOK_URL: Final = "alerts/RUNBOOK.md"
+"""Where the runbook is served by default; each alert links ``<url>#<alertname>``."""
+
 # (long, short, burn-rate factor) pairs from the Google SRE workbook, "Alerting on SLOs".
 _PAGE_BURNS: Final = (("1h", "5m", 14.4), ("6h", "30m", 6.0))
 _TICKET_BURNS: Final = (("1d", "2h", 3.0), ("3d", "6h", 1.0))
 SLO_WINDOWS: Final = ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
+"""The windows of the error-ratio recording rules the burn-rate alerts read."""
 
 _CALLS: Final = sc.PROMETHEUS_NAMES[sc.CALLS[0]]
 _DURATION: Final = sc.PROMETHEUS_NAMES[sc.CALL_DURATION[0]]
