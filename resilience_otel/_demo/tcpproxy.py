@@ -41,6 +41,7 @@ class FaultProxy:
         self.mode = PASS
         self.latency = 0.0
         self.connections = 0
+        self.refused = 0  # connections reset at accept (RESET mode)
         """Client connections accepted so far."""
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._listener.getsockname()[1]
@@ -98,6 +99,7 @@ class FaultProxy:
             self.connections += 1
             if self.mode == RESET:
                 _rst(client)
+                self.refused += 1
                 continue
             try:
                 upstream = socket.create_connection(self.upstream, timeout=2)

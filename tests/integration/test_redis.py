@@ -165,6 +165,30 @@ def later(delay: float, action: Callable[[], object]) -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def passing_after_a_refusal(proxy: FaultProxy) -> Iterator[None]:
+    """Reset every connection now, refuse the next new one, then pass again.
+
+    The client's first reconnect is certainly refused however slow the machine is (a fixed
+    delay could let it through), so the call must retry to succeed.
+    """
+    refused = proxy.refused
+    proxy.set_mode(RESET)
+
+    def watch() -> None:
+        deadline = time.monotonic() + 5.0
+        while proxy.refused == refused and time.monotonic() < deadline:
+            time.sleep(0.002)
+        proxy.set_mode(PASS)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        watcher.join()
+
+
+@contextlib.contextmanager
 def reply_lost(proxy: FaultProxy, server: redis.Redis, key: str, applied: bytes) -> Iterator[None]:
     """Lose the reply to a command that reached the server.
 
@@ -874,8 +898,7 @@ def test_sync_get_after_reset_is_retried_until_proxy_passes(
     own_raw.set("k", "v")
     with sync_client(proxy.port, fast_policy(**PATIENT), **otel.providers) as client:
         client.ping()
-        proxy.set_mode(RESET)
-        with later(0.05, lambda: proxy.set_mode(PASS)):
+        with passing_after_a_refusal(proxy):
             assert client.get("k") == b"v"
     (span,) = [span for span in otel.spans() if span.name == "GET"]
     assert event_names(span).count(EVENT_RETRY) >= 1
@@ -890,8 +913,7 @@ async def test_async_get_after_reset_is_retried_until_proxy_passes(
     own_raw.set("k", "v")
     async with async_client(proxy.port, fast_policy(**PATIENT), **otel.providers) as client:
         await client.ping()
-        proxy.set_mode(RESET)
-        with later(0.05, lambda: proxy.set_mode(PASS)):
+        with passing_after_a_refusal(proxy):
             assert await client.get("k") == b"v"
     (span,) = [span for span in otel.spans() if span.name == "GET"]
     assert event_names(span).count(EVENT_RETRY) >= 1
@@ -931,8 +953,7 @@ def test_sync_all_read_pipeline_is_replayed(
     with sync_client(proxy.port, fast_policy(**PATIENT), **otel.providers) as client:
         client.ping()
         pipe = client.pipeline(transaction=False).get("a").get("b")
-        proxy.set_mode(RESET)
-        with later(0.05, lambda: proxy.set_mode(PASS)):
+        with passing_after_a_refusal(proxy):
             assert pipe.execute() == [b"1", b"2"]
     span = otel.spans()[-1]
     assert span.name == "PIPELINE"
