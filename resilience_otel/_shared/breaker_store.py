@@ -10,7 +10,11 @@ When Redis cannot be reached the breaker logs a warning once, counts the fallbac
 its local state machine until Redis answers again (checked every ``recheck_interval``). When
 Redis answers but refuses the script (an error reply: a key of another type under the prefix,
 an ACL without scripting, out of memory) the breaker does the same, but logs at error level
-once and counts it in ``refusals``: that is a misconfiguration, not an outage.
+once and counts it in ``refusals``: that is a misconfiguration, not an outage. A cluster that is
+failing over (CLUSTERDOWN, TRYAGAIN, a redirect left over, READONLY) counts as unreachable.
+
+All keys of one breaker share the hash tag ``{<breaker name>}``, and the script touches only
+the keys it is given, so the store works on Redis Cluster as on a single server.
 """
 
 from __future__ import annotations
@@ -23,15 +27,16 @@ from typing import TYPE_CHECKING, Any
 
 from .._core.breaker import BreakerSnapshot, BreakerState, CircuitBreaker, StateChange
 from .._core.clock import SYSTEM_CLOCK, Clock
-from .._core.exceptions import CircuitOpenError, ConfigError
-from .._core.validate import check_float, check_type
+from .._core.exceptions import CircuitOpenError
+from .._core.validate import check_type
 from .._telemetry.errortext import error_text
-from .lua import BREAKER_LUA
+from .lua import BREAKER_LUA, check_store_args, script_call, store_failure
 
 if TYPE_CHECKING:
     import redis
 
     from .._config.policy import BreakerConfig
+    from .async_store import AsyncRedisBreakerStore
 
 __all__ = ["RedisBreakerStore", "SharedCircuitBreaker"]
 
@@ -44,11 +49,12 @@ class RedisBreakerStore:
     """Keeps breaker state in Redis so that all processes guarding one upstream share it.
 
     Args:
-        client: a plain synchronous ``redis.Redis`` for the store alone (not one instrumented
-            by this package); give it short timeouts, e.g. ``socket_timeout=0.05``: they bound
-            how long a call can wait on Redis before falling back to local state. Its own
-            redis-py retries are turned off.
-        prefix: key prefix; keys are ``{prefix}:{<breaker name>}:...`` (one hash slot each).
+        client: a plain synchronous ``redis.Redis`` or ``redis.cluster.RedisCluster`` for the
+            store alone (not one instrumented by this package); give it short timeouts, e.g.
+            ``socket_timeout=0.05``: they bound how long a call can wait on Redis before
+            falling back to local state. Its own redis-py retries are turned off.
+        prefix: key prefix; a breaker's keys are ``{prefix}:{<breaker name>}:s`` (state),
+            ``:p`` (probe slots) and ``:w`` (window): one hash slot per breaker.
         sync_interval: how stale a closed breaker's view may get, seconds; 0 (always ask
             Redis) to 3600.
         recheck_interval: after a Redis failure, how long to stay on local state, seconds;
@@ -67,27 +73,20 @@ class RedisBreakerStore:
         recheck_interval: float = 1.0,
     ) -> None:
         import redis
+        import redis.cluster
         from redis.backoff import NoBackoff
         from redis.retry import Retry
 
         check_type(
-            "RedisBreakerStore(client=...)", client, redis.Redis, "a synchronous redis.Redis"
-        )
-        if not isinstance(prefix, str) or not prefix:
-            raise ConfigError(
-                f"RedisBreakerStore(prefix=...) must be a non-empty string, got {prefix!r}",
-                field="prefix",
-            )
-        sync_interval = check_float("RedisBreakerStore(sync_interval=...)", sync_interval, 0, 3600)
-        recheck_interval = check_float(
-            "RedisBreakerStore(recheck_interval=...)", recheck_interval, 0, 3600, low_open=True
+            "RedisBreakerStore(client=...)", client, (redis.Redis, redis.cluster.RedisCluster),
+            "a synchronous redis.Redis or redis.cluster.RedisCluster",
+        )  # fmt: skip
+        self.prefix, self.sync_interval, self.recheck_interval = check_store_args(
+            "RedisBreakerStore", prefix, sync_interval, recheck_interval
         )
         # A slow answer here delays calls: fail fast to local state instead of retrying.
         client.set_retry(Retry(NoBackoff(), 0))
         self.client = client
-        self.prefix = prefix
-        self.sync_interval = sync_interval
-        self.recheck_interval = recheck_interval
         self._script = client.register_script(BREAKER_LUA)
 
     def breaker(
@@ -98,25 +97,14 @@ class RedisBreakerStore:
 
     def run(self, config: BreakerConfig, name: str, op: str, *args: str | int) -> list[Any]:
         """Run one atomic step of the shared state machine; returns the resulting view."""
-        base = f"{self.prefix}:{{{name}}}"
-        rate = -1.0 if config.failure_rate_threshold is None else config.failure_rate_threshold
-        slow = -1.0 if config.slow_call_rate_threshold is None else config.slow_call_rate_threshold
-        longest = max(config.monitoring_period, config.reset_timeout)
-        probe_ttl = max(config.call_timeout or 0.0, config.reset_timeout, 1.0)
-        argv: list[str | int | float] = [
-            base + ":w:", op, config.failure_threshold,
-            int(config.monitoring_period * 1000), config.window_buckets,
-            int(config.reset_timeout * 1000), config.half_open_max_calls,
-            config.success_threshold, rate, config.minimum_calls, slow,
-            int(longest * 10_000), int(probe_ttl * 1000), *args,
-        ]  # fmt: skip
-        argv += [""] * (17 - len(argv))
-        result: list[Any] = self._script(keys=[base + ":s", base + ":p"], args=argv)
+        keys, argv = script_call(self.prefix, config, name, op, args)
+        result: list[Any] = self._script(keys=keys, args=argv)
         return result
 
 
 class SharedCircuitBreaker(CircuitBreaker):
-    """A :class:`CircuitBreaker` whose state lives in a :class:`RedisBreakerStore`.
+    """A :class:`CircuitBreaker` whose state lives in a :class:`RedisBreakerStore` (or an
+    ``AsyncRedisBreakerStore``, whose breakers never wait on Redis).
 
     Same interface; the inherited local state machine serves as the fallback.
     """
@@ -126,7 +114,7 @@ class SharedCircuitBreaker(CircuitBreaker):
         config: BreakerConfig,
         *,
         name: str,
-        store: RedisBreakerStore,
+        store: RedisBreakerStore | AsyncRedisBreakerStore,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         super().__init__(config, name=name, clock=clock)
@@ -299,19 +287,28 @@ class SharedCircuitBreaker(CircuitBreaker):
         return change
 
     def _call(self, now: float, op: str, *args: str | int, notify: bool = True) -> list[Any] | None:
-        import redis
-
+        store = self.store
+        assert isinstance(store, RedisBreakerStore)  # the async store's breaker overrides _call
         try:
-            view = self.store.run(self.config, self.name, op, *args)
-        except redis.exceptions.ResponseError as exc:
-            if isinstance(exc, redis.exceptions.ReadOnlyError):  # a failover: as unreachable
-                self._degrade(now, exc)
-            else:
-                self._refused(now, exc)
+            view = store.run(self.config, self.name, op, *args)
+        except Exception as exc:
+            if not self._failed(now, exc):
+                raise
             return None
-        except (redis.exceptions.RedisError, OSError) as exc:
-            self._degrade(now, exc)
-            return None
+        self._apply_view(now, view, notify)
+        return view
+
+    def _failed(self, now: float, error: Exception) -> bool:
+        """Fall back to local state after ``error``; ``False`` if it is not a Redis error."""
+        kind = store_failure(error)
+        if kind == "refused":
+            self._refused(now, error)  # type: ignore[arg-type]  # a ResponseError
+        elif kind == "unreachable":
+            self._degrade(now, error)
+        return kind is not None
+
+    def _apply_view(self, now: float, view: list[Any], notify: bool) -> None:
+        """Adopt the shared state Redis returned (telling listeners of a change if asked)."""
         self._warned = False
         before = self._shared
         with self._view_lock:
@@ -322,7 +319,6 @@ class SharedCircuitBreaker(CircuitBreaker):
             self._fetched_at = now
         if notify and self._shared is not before:
             self._notify(StateChange(self.name, before, self._shared, now))
-        return view
 
     def _degrade(self, now: float, error: BaseException) -> None:
         self.fallbacks += 1
