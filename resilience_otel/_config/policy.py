@@ -224,7 +224,7 @@ class RetryConfig:
         multiplier: growth factor; retry ``n`` (from 0) waits ``base_delay * multiplier**n``;
             1 to 100.
         jitter: how delays are randomised (:class:`Jitter`, default full jitter).
-        retry_on: error classes that are retried (TRANSIENT by default).
+        retry_on: error classes that are retried (TRANSIENT and FAILOVER by default).
         respect_retry_after: wait what the upstream's ``Retry-After`` asks (429/503).
         max_retry_after: a longer ``Retry-After`` ends retrying instead of waiting; 0 to
             86400 seconds.
@@ -240,7 +240,7 @@ class RetryConfig:
     max_delay: float = 30.0
     multiplier: float = 2.0
     jitter: Jitter = Jitter.FULL
-    retry_on: frozenset[ErrorClass] = frozenset({ErrorClass.TRANSIENT})
+    retry_on: frozenset[ErrorClass] = frozenset({ErrorClass.TRANSIENT, ErrorClass.FAILOVER})
     respect_retry_after: bool = True
     max_retry_after: float = 60.0
     total_timeout: float | None = None

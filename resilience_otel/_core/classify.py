@@ -12,7 +12,14 @@ import ssl
 from dataclasses import dataclass
 from enum import StrEnum
 
-__all__ = ["ErrorClass", "Failure", "FailureKind", "classify_exception"]
+__all__ = [
+    "ErrorClass",
+    "Failure",
+    "FailureKind",
+    "classify_exception",
+    "failover",
+    "is_failover",
+]
 
 
 class ErrorClass(StrEnum):
@@ -22,13 +29,17 @@ class ErrorClass(StrEnum):
     ``PERMANENT``: asking again gives the same answer and the upstream is not at fault (4xx,
     auth, invalid request, constraint violation); never retried, does not count as a breaker
     failure. ``CRITICAL``: something is badly wrong (certificate errors, disk full, out of
-    memory, data corruption, read-only replica); never retried, counts toward the breaker and
-    should alert at once.
+    memory, data corruption); never retried, counts toward the breaker and should alert at
+    once. ``FAILOVER``: the node is no longer the primary (Redis ``READONLY``, ``MASTERDOWN``,
+    ``LOADING``; PostgreSQL 25006, 57P03, 57P01) and refused the statement before running it:
+    the connection is retired, the call retried (even a write), it counts toward the breaker
+    and is counted as a failover.
     """
 
     TRANSIENT = "transient"
     PERMANENT = "permanent"
     CRITICAL = "critical"
+    FAILOVER = "failover"
 
 
 class FailureKind(StrEnum):
@@ -39,6 +50,7 @@ class FailureKind(StrEnum):
     CONNECTION = "connection"
     SERVER_ERROR = "server_error"
     CLIENT_ERROR = "client_error"
+    FAILOVER = "failover"
     OTHER = "other"
 
 
@@ -53,8 +65,10 @@ class Failure:
         sent: False only when the request certainly had no effect: it never reached the
             upstream (connection refused, pool timeout) or the upstream rolled it back
             (a serialization failure). That makes even non-idempotent requests safe to resend.
-        error_type: a short, low-cardinality name of the failure (an exception class name or
-            an HTTP status code), used as ``error.type`` in telemetry.
+        error_type: a short, low-cardinality name of the failure (an exception class name,
+            an HTTP status code, a Redis reply code or a SQLSTATE), used as ``error.type``.
+        resendable: False when nothing is left to resend on (a bare database connection
+            retired after a failover): the call ends with this failure whatever the policy.
     """
 
     error_class: ErrorClass
@@ -62,10 +76,12 @@ class Failure:
     retry_after: float | None = None
     sent: bool = True
     error_type: str = "_OTHER"
+    resendable: bool = True
 
     @property
     def counts_as_failure(self) -> bool:
-        """Whether the breaker counts it: TRANSIENT and CRITICAL do, PERMANENT does not."""
+        """Whether the breaker counts it: TRANSIENT, CRITICAL and FAILOVER do, PERMANENT does
+        not."""
         return self.error_class is not ErrorClass.PERMANENT
 
 
@@ -96,3 +112,14 @@ def classify_exception(error: BaseException) -> Failure | None:
         if isinstance(item, OSError) and item.errno in _CRITICAL_ERRNOS:
             return Failure(ErrorClass.CRITICAL, FailureKind.OTHER, error_type=type(item).__name__)
     return None
+
+
+def failover(kind_of: str) -> Failure:
+    """The failure of a statement a node refused because it is no longer the primary
+    (``kind_of``: the reply code or SQLSTATE): nothing ran, so it is safe to resend."""
+    return Failure(ErrorClass.FAILOVER, FailureKind.FAILOVER, sent=False, error_type=kind_of)
+
+
+def is_failover(failure: Failure | None) -> bool:
+    """Whether ``failure`` says the node is no longer the primary (its connection retires)."""
+    return failure is not None and failure.error_class is ErrorClass.FAILOVER

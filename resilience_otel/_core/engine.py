@@ -14,7 +14,7 @@ from .._deadletters.base import DeadLetterQueue, check_queue
 from .._telemetry.errortext import error_text
 from .._telemetry.otel import AttemptTrace, MetricsObserver, Telemetry
 from .breaker import CircuitBreaker
-from .classify import Failure, FailureKind
+from .classify import ErrorClass, Failure, FailureKind
 from .clock import SYSTEM_CLOCK, Clock
 from .deadline import Deadlines
 from .exceptions import CircuitOpenError
@@ -325,6 +325,8 @@ class Engine(Reporting):
             change = breaker.record(
                 permit, failure=failure.counts_as_failure, duration=outcome.duration, now=now
             )
+            if failure.error_class is ErrorClass.FAILOVER:
+                self._emit("failover", policy.service, self.client, failure.error_type)
             delay = (
                 self._next_delay(
                     failure, attempt, replayable, previous_delay, now, deadline, breaker
@@ -360,6 +362,8 @@ class Engine(Reporting):
         """Seconds to wait before the next attempt, or ``None`` to stop retrying."""
         retry = self.policy.retry
         if failure.error_class not in retry.retry_on or not (replayable or not failure.sent):
+            return None
+        if not failure.resendable:
             return None
         max_attempts, base, cap, multiplier = retry_limits(retry, failure)
         if attempt >= max_attempts:

@@ -242,6 +242,7 @@ class Reporting:
             allow_retry
             and failure.error_class in self.policy.retry.retry_on
             and (replayable or not failure.sent)
+            and failure.resendable
         )
         if retryable:
             self._emit("retries_exhausted", service, self.client, attempt)

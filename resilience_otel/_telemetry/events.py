@@ -42,6 +42,10 @@ class Observer:
     ) -> None:
         """A logical call ended (after all its attempts); ``duration`` covers them all."""
 
+    def failover(self, service: str, client: str, error_type: str) -> None:
+        """An attempt found that its node is no longer the primary (``error_type``: the reply
+        code or SQLSTATE, e.g. ``READONLY``, ``25006``); its connection is being retired."""
+
     def retries_exhausted(self, service: str, client: str, attempts: int) -> None:
         """A retryable failure ended the call because no further attempt was allowed."""
 

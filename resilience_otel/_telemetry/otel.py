@@ -138,6 +138,7 @@ class Telemetry:
         )
         self.dead_letters = _Tally(meter, sc.DEAD_LETTERS, (sc.SERVICE, sc.REASON))
         self.dead_letters_dropped = _Tally(meter, sc.DEAD_LETTERS_DROPPED, (sc.SERVICE,))
+        self.failovers = _Tally(meter, sc.FAILOVERS, (sc.SERVICE, sc.DB_SYSTEM_NAME))
         self.http_duration = meter.create_histogram(
             sc.HTTP_CLIENT_REQUEST_DURATION[0],
             sc.HTTP_CLIENT_REQUEST_DURATION[1],
@@ -245,6 +246,13 @@ class MetricsObserver(Observer):
 
     def retries_exhausted(self, service: str, client: str, attempts: int) -> None:
         self.telemetry.retries_exhausted.add(service, client)
+
+    def failover(self, service: str, client: str, error_type: str) -> None:
+        self.telemetry.failovers.add(service, client)
+        span = trace.get_current_span()  # the database operation's span
+        if span.is_recording():
+            attributes = {sc.DB_SYSTEM_NAME: client, sc.ERROR_TYPE: error_type}
+            span.add_event(sc.EVENT_FAILOVER, attributes)
 
     def call_rejected(self, service: str, client: str, retry_after: float) -> None:
         span = trace.get_current_span()

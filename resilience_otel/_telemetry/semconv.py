@@ -48,6 +48,11 @@ DEAD_LETTERS_DROPPED: Final = (
     "{call}",
     "Dead letters dropped because the queue was full.",
 )
+FAILOVERS: Final = (
+    "resilience.failovers",
+    "{failover}",
+    "Failovers detected: attempts refused by a node that is no longer the primary.",
+)
 HEALTH_STATUS: Final = (
     "resilience.health.status",
     "{service}",
@@ -95,6 +100,7 @@ PROMETHEUS_NAMES: Final = {
     BREAKER_TRANSITIONS[0]: "resilience_circuit_breaker_transitions_total",
     DEAD_LETTERS[0]: "resilience_dead_letters_total",
     DEAD_LETTERS_DROPPED[0]: "resilience_dead_letters_dropped_total",
+    FAILOVERS[0]: "resilience_failovers_total",
     HEALTH_STATUS[0]: "resilience_health_status",
     HEALTH_SCORE[0]: "resilience_health_score",
     HEALTH_ERROR_RATIO[0]: "resilience_health_error_ratio",
@@ -115,13 +121,16 @@ TO_STATE: Final = "to_state"
 STATUS: Final = "status"
 # Not "quantile": Prometheus reserves that label for summaries.
 PERCENTILE: Final = "percentile"
+# The failover counter's ``db.system.name`` attribute, as the Prometheus exporter names it.
+DB_SYSTEM_LABEL: Final = "db_system_name"
 
 CLIENT_VALUES: Final = frozenset({"http", "redis", "postgresql"})
 OUTCOME_VALUES: Final = frozenset({"success", "failure", "rejected"})
-ERROR_CLASS_VALUES: Final = frozenset({"none", "transient", "permanent", "critical"})
+ERROR_CLASS_VALUES: Final = frozenset({"none", "transient", "permanent", "critical", "failover"})
 RETRY_REASON_VALUES: Final = frozenset(
-    {"rate_limited", "timeout", "connection", "server_error", "client_error", "other"}
+    {"rate_limited", "timeout", "connection", "server_error", "client_error", "failover", "other"}
 )
+DB_SYSTEM_VALUES: Final = frozenset({"redis", "postgresql"})
 DEAD_LETTER_REASON_VALUES: Final = frozenset(
     {"retries_exhausted", "circuit_open", "permanent", "critical"}
 )
@@ -164,6 +173,7 @@ EVENT_REJECTED: Final = "resilience.circuit_open"
 EVENT_STATE_CHANGE: Final = "resilience.breaker.state_change"
 EVENT_DEAD_LETTER: Final = "resilience.dead_letter"
 EVENT_CRITICAL: Final = "resilience.critical_error"
+EVENT_FAILOVER: Final = "resilience.failover"
 
 # Known HTTP methods per semconv; others are reported as "_OTHER".
 HTTP_METHODS: Final = frozenset(

@@ -57,7 +57,8 @@ def test_breaker_defaults_match_the_design() -> None:
 
 
 def test_retry_defaults_match_the_design() -> None:
-    """RetryConfig defaults: 3 attempts, 1 s to 30 s doubling, full jitter, transient only."""
+    """RetryConfig defaults: 3 attempts, 1 s to 30 s doubling, full jitter, transient and
+    failover."""
     config = RetryConfig()
     assert (
         config.max_attempts,
@@ -74,7 +75,7 @@ def test_retry_defaults_match_the_design() -> None:
         30.0,
         2.0,
         Jitter.FULL,
-        frozenset({ErrorClass.TRANSIENT}),
+        frozenset({ErrorClass.TRANSIENT, ErrorClass.FAILOVER}),
         RetryBudgetConfig(),
         {},
     )
@@ -523,7 +524,9 @@ def test_mapping_nested_breaker_and_retry() -> None:
     assert policy == Policy(
         service="alpaca",
         breaker=BreakerConfig(failure_threshold=3, call_timeout=2.5),
-        retry=RetryConfig(max_attempts=4, jitter=Jitter.EQUAL),
+        retry=RetryConfig(
+            max_attempts=4, jitter=Jitter.EQUAL, retry_on=frozenset({ErrorClass.TRANSIENT})
+        ),
         telemetry=False,
     )
 

@@ -16,6 +16,7 @@ from resilience_otel.asyncpg import (
 )
 
 T, P, C = ErrorClass.TRANSIENT, ErrorClass.PERMANENT, ErrorClass.CRITICAL
+F = ErrorClass.FAILOVER
 K = FailureKind
 ROLLED_BACK_MARK = "_resilience_rolled_back"  # what run_in_transaction sets on its errors
 
@@ -24,9 +25,7 @@ SQLSTATE_TABLE = [
     # TRANSIENT
     (pgx.SerializationError, "40001", T, K.OTHER, False),
     (pgx.DeadlockDetectedError, "40P01", T, K.OTHER, False),
-    (pgx.AdminShutdownError, "57P01", T, K.CONNECTION, True),
     (pgx.CrashShutdownError, "57P02", T, K.CONNECTION, True),
-    (pgx.CannotConnectNowError, "57P03", T, K.CONNECTION, False),
     (pgx.TooManyConnectionsError, "53300", T, K.CONNECTION, False),
     (pgx.LockNotAvailableError, "55P03", T, K.OTHER, True),
     (pgx.QueryCanceledError, "57014", T, K.TIMEOUT, True),
@@ -52,6 +51,10 @@ SQLSTATE_TABLE = [
     (pgx.DataCorruptedError, "XX001", C, K.SERVER_ERROR, True),
     (pgx.IndexCorruptedError, "XX002", C, K.SERVER_ERROR, True),
     (pgx.PostgresIOError, "58030", C, K.SERVER_ERROR, True),
+    # FAILOVER (the server is no longer the primary; refused, so not sent)
+    (pgx.ReadOnlySQLTransactionError, "25006", F, K.FAILOVER, False),
+    (pgx.CannotConnectNowError, "57P03", F, K.FAILOVER, False),
+    (pgx.AdminShutdownError, "57P01", F, K.FAILOVER, False),
 ]
 
 
@@ -168,7 +171,7 @@ def test_unknown_exception_is_permanent() -> None:
     "error",
     [
         pgx.ConnectionDoesNotExistError("connection was closed in the middle of operation"),
-        pgx.AdminShutdownError("terminating connection due to administrator command"),
+        pgx.CrashShutdownError("terminating connection because of crash of another process"),
         pgx.InterfaceError("connection is closed"),
         TimeoutError(),
         ConnectionResetError(104, "reset"),

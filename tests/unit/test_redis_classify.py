@@ -31,7 +31,6 @@ def caused_by(error: Exception, cause: BaseException) -> Exception:
     [
         (rex.ConnectionError(_READ_RESET), T, K.CONNECTION),
         (rex.TimeoutError("Timeout reading from socket"), T, K.TIMEOUT),
-        (rex.BusyLoadingError("LOADING Redis is loading the dataset in memory"), T, K.SERVER_ERROR),
         (rex.TryAgainError("TRYAGAIN Multiple keys request during rehashing"), T, K.SERVER_ERROR),
         (rex.ClusterDownError("CLUSTERDOWN The cluster is down"), T, K.SERVER_ERROR),
         (rex.ResponseError("WRONGTYPE Operation against a key"), P, K.OTHER),
@@ -43,12 +42,12 @@ def caused_by(error: Exception, cause: BaseException) -> Exception:
         (rex.DataError("Invalid input of type: 'dict'"), P, K.OTHER),
         (rex.WatchError("Watched variable changed."), P, K.OTHER),
         (rex.OutOfMemoryError("OOM command not allowed"), C, K.SERVER_ERROR),
-        (rex.ReadOnlyError("READONLY You can't write against a replica."), C, K.SERVER_ERROR),
     ],
     ids=lambda value: type(value).__name__ if isinstance(value, Exception) else None,
 )
 def test_exception_table(error: Exception, error_class: ErrorClass, kind: FailureKind) -> None:
-    """Each redis-py exception named in the docstring maps to its class and kind."""
+    """Each redis-py exception named in the docstring maps to its class and kind (the
+    failover replies: tests/unit/test_failover_classify.py)."""
     expected = Failure(error_class, kind, error_type=type(error).__name__)
     assert classify_redis(None, error) == expected
 
@@ -62,12 +61,11 @@ def test_success_is_not_a_failure() -> None:
     "reply",
     [
         "MISCONF Redis is configured to save RDB snapshots, but it's unable to persist",
-        "READONLY You can't write against a read only replica.",
         "OOM command not allowed when used memory > 'maxmemory'.",
     ],
 )
 def test_critical_replies_in_a_plain_response_error(reply: str) -> None:
-    """MISCONF, READONLY and OOM replies are CRITICAL even as a plain ResponseError."""
+    """MISCONF and OOM replies are CRITICAL even as a plain ResponseError."""
     failure = classify_redis(None, rex.ResponseError(reply))
     assert failure == Failure(C, K.SERVER_ERROR, error_type="ResponseError")
 

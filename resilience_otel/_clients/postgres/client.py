@@ -14,16 +14,18 @@ from asyncpg import exceptions as pgx
 from ..._config.policy import Policy
 from ..._core.breaker import CircuitBreaker
 from ..._core.clock import SYSTEM_CLOCK, Clock
-from ..._core.engine import Attempt, Classifier
+from ..._core.engine import Classifier
 from ..._core.exceptions import CircuitOpenError, mix_with
 from ..._core.validate import check_bool, check_callable, check_type
 from ..._deadletters.base import DeadLetterQueue
 from ..._telemetry.events import Observer
 from ..arguments import check_shell_args
 from ..dbshell import DbShell
-from .classify import ROLLED_BACK_MARK, classify_postgres
+from .classify import classify_postgres
+from .failover import ConnectionCalls, PoolCalls, failed_over_by, honour_retired_mark
 from .runner import Runner, honour_copy_marks, trusted_functions
 from .sql import is_read_only, operation_name, strip_literals
+from .transaction import run_transaction
 
 __all__ = [
     "ResilientConnection",
@@ -61,8 +63,9 @@ def _make_runner(
 ) -> Runner:
     trusted = trusted_functions(read_only_functions)
     host, port, database = _server_of(target)
+    classify = honour_retired_mark(honour_copy_marks(classifier or classify_postgres))
     shell = DbShell(
-        policy, system="postgresql", classify=honour_copy_marks(classifier or classify_postgres),
+        policy, system="postgresql", classify=classify,
         reject_as=_reject_as_connection_error, server=(host, int(port) if port else None),
         namespace=str(database) if database else None, breaker=breaker, dead_letters=dead_letters,
         observers=tuple(observers), tracer_provider=tracer_provider,
@@ -96,6 +99,7 @@ class _Queries:
 
     _target: Any
     _runner: Runner
+    _calls: PoolCalls | ConnectionCalls  # runs the driver's query methods, retiring on failover
 
     def _in_transaction(self) -> bool:
         return False
@@ -110,7 +114,7 @@ class _Queries:
     ) -> Awaitable[str]:
         """``execute`` with resilience; ``idempotent=True`` allows resending a write."""
         return self._runner.run(
-            query, lambda _: self._target.execute(query, *args, timeout=timeout),
+            query, lambda _: self._calls.run("execute", query, *args, timeout=timeout),
             idempotent=idempotent, in_transaction=self._in_transaction(),
         )  # fmt: skip
 
@@ -125,7 +129,7 @@ class _Queries:
         """``executemany`` with resilience (a write: resent only when ``idempotent``)."""
         rows = list(args)
         return self._runner.run(
-            command, lambda _: self._target.executemany(command, rows, timeout=timeout),
+            command, lambda _: self._calls.run("executemany", command, rows, timeout=timeout),
             idempotent=idempotent, in_transaction=self._in_transaction(),
         )  # fmt: skip
 
@@ -134,7 +138,7 @@ class _Queries:
     ) -> Awaitable[list[Any]]:
         """``fetch`` with resilience."""
         return self._runner.run(
-            query, lambda _: self._target.fetch(query, *args, timeout=timeout),
+            query, lambda _: self._calls.run("fetch", query, *args, timeout=timeout),
             idempotent=idempotent, in_transaction=self._in_transaction(),
         )  # fmt: skip
 
@@ -143,7 +147,7 @@ class _Queries:
     ) -> Awaitable[Any]:
         """``fetchrow`` with resilience."""
         return self._runner.run(
-            query, lambda _: self._target.fetchrow(query, *args, timeout=timeout),
+            query, lambda _: self._calls.run("fetchrow", query, *args, timeout=timeout),
             idempotent=idempotent, in_transaction=self._in_transaction(),
         )  # fmt: skip
 
@@ -157,25 +161,26 @@ class _Queries:
     ) -> Awaitable[Any]:
         """``fetchval`` with resilience."""
         return self._runner.run(
-            query, lambda _: self._target.fetchval(query, *args, column=column, timeout=timeout),
+            query,
+            lambda _: self._calls.run("fetchval", query, *args, column=column, timeout=timeout),
             idempotent=idempotent, in_transaction=self._in_transaction(),
         )  # fmt: skip
 
     def copy_from_table(self, table_name: str, *, output: Any, **kwargs: Any) -> Awaitable[str]:
         """``copy_from_table`` (a read of the table): resent after a failure only until the
         first rows reached ``output`` (a path is rewritten from the start on each attempt)."""
-        target = self._target
+        run = self._calls.run
         return self._runner.copy_out(
-            None, lambda out: target.copy_from_table(table_name, output=out, **kwargs),
+            None, lambda out: run("copy_from_table", table_name, output=out, **kwargs),
             output, in_transaction=self._in_transaction(),
         )  # fmt: skip
 
     def copy_from_query(self, query: str, *args: Any, output: Any, **kwargs: Any) -> Awaitable[str]:
         """``copy_from_query``: resent after a failure only when ``query`` is read-only and
         no rows reached ``output`` yet."""
-        target = self._target
+        run = self._calls.run
         return self._runner.copy_out(
-            query, lambda out: target.copy_from_query(query, *args, output=out, **kwargs),
+            query, lambda out: run("copy_from_query", query, *args, output=out, **kwargs),
             output, in_transaction=self._in_transaction(),
         )  # fmt: skip
 
@@ -184,7 +189,7 @@ class _Queries:
     ) -> Awaitable[str]:
         """``copy_to_table`` (a write): resent only when it had no effect or ``idempotent``."""
         return self._runner.run(
-            "COPY", lambda _: self._target.copy_to_table(table_name, **kwargs),
+            "COPY", lambda _: self._calls.run("copy_to_table", table_name, **kwargs),
             idempotent=idempotent, in_transaction=self._in_transaction(),
         )  # fmt: skip
 
@@ -193,9 +198,9 @@ class _Queries:
     ) -> Awaitable[str]:
         """``copy_records_to_table`` (a write): resent only when safe or ``idempotent``."""
         rows = list(records)
-        target = self._target
+        run = self._calls.run
         return self._runner.run(
-            "COPY", lambda _: target.copy_records_to_table(table_name, records=rows, **kwargs),
+            "COPY", lambda _: run("copy_records_to_table", table_name, records=rows, **kwargs),
             idempotent=idempotent, in_transaction=self._in_transaction(),
         )  # fmt: skip
 
@@ -205,11 +210,18 @@ class _Queries:
 
 
 class ResilientConnection(_Queries):
-    """An ``asyncpg.Connection`` whose queries go through the policy; see :func:`wrap`."""
+    """An ``asyncpg.Connection`` whose queries go through the policy; see :func:`wrap`.
+
+    After a failover (25006, 57P03, 57P01) the connection is terminated (and, when it was
+    borrowed from a pool, the pool's other connections expired) and the error is raised, not
+    resent: a connection cannot be replaced in the caller's hands, so reconnecting (or
+    acquiring again) is the caller's. A :class:`ResilientPool` resends on a fresh connection.
+    """
 
     def __init__(self, connection: asyncpg.Connection, runner: Runner) -> None:
         self._target = connection
         self._runner = runner
+        self._calls = ConnectionCalls(connection, failed_over_by(runner.shell.engine.classify))
 
     @property
     def raw(self) -> asyncpg.Connection:
@@ -224,12 +236,16 @@ class ResilientPool(_Queries):
     """An ``asyncpg.Pool`` whose queries go through the policy; see :func:`wrap`.
 
     Each attempt of a pool-level query acquires a connection, so a retry after a lost
-    connection uses a fresh one.
+    connection uses a fresh one. After a failover (25006, 57P03, 57P01) the connection that
+    got it is terminated and ``expire_connections()`` makes the pool replace the others at
+    their next acquire (the pool is never closed); the statement is resent, even a write,
+    since the server refused it.
     """
 
     def __init__(self, pool: asyncpg.Pool, runner: Runner) -> None:
         self._target = pool
         self._runner = runner
+        self._calls = PoolCalls(pool, failed_over_by(runner.shell.engine.classify))
 
     @property
     def raw(self) -> asyncpg.Pool:
@@ -314,7 +330,8 @@ async def run_in_transaction(
 ) -> T:
     """Run ``fn(connection)`` in a transaction, rerunning the whole function when the
     transaction failed without committing: serialization failure (40001), deadlock (40P01),
-    or a connection lost before ``COMMIT``.
+    a connection lost before ``COMMIT``, or a failover (25006, 57P03, 57P01: the connection
+    is terminated, the pool's others expired, and the rerun gets a fresh connection).
 
     ``fn`` must be safe to run again (no side effects outside the database). Pass a
     :class:`ResilientPool` to share its breaker and telemetry, or a raw pool with ``policy``.
@@ -329,41 +346,9 @@ async def run_in_transaction(
             raise ValueError("run_in_transaction needs policy= when given a raw asyncpg pool")
         runner, raw = wrap(pool, policy=policy)._runner, pool
 
-    async def attempt(step: Attempt) -> T:
-        async with raw.acquire() as connection:
-            transaction = connection.transaction(
-                isolation=isolation, readonly=readonly, deferrable=deferrable
-            )
-            await transaction.start()
-            try:
-                result = await fn(connection)
-            except Exception as exc:
-                await _rollback_quietly(transaction)
-                _mark_rolled_back(exc)  # nothing was committed: safe to rerun
-                raise
-            except BaseException:
-                await _rollback_quietly(transaction)
-                raise
-            try:
-                await transaction.commit()
-            except pgx.PostgresError as exc:
-                if exc.sqlstate in ("40001", "40P01"):
-                    _mark_rolled_back(exc)  # the server refused the commit and rolled back
-                raise
-            return result
-
-    shell = runner.shell
-    return await shell.run_async(shell.operation("TRANSACTION"), attempt, replayable=False)
-
-
-async def _rollback_quietly(transaction: Any) -> None:
-    with contextlib.suppress(Exception):
-        await transaction.rollback()
-
-
-def _mark_rolled_back(error: BaseException) -> None:
-    with contextlib.suppress(AttributeError, TypeError):
-        setattr(error, ROLLED_BACK_MARK, True)
+    return await run_transaction(
+        runner, raw, fn, isolation=isolation, readonly=readonly, deferrable=deferrable
+    )
 
 
 async def probe(

@@ -158,21 +158,37 @@ def _connected_socket(conn: AbstractConnection) -> socket.socket | None:
     return sock
 
 
-def bound_commands(target: redis.Redis) -> None:
+Retire = Callable[[Any, Exception], None]
+"""Called with the connection and the error of a command that failed at the seam."""
+
+
+def bound_commands(target: redis.Redis, retire: Retire | None = None) -> None:
     """Bound the socket operations of ``target`` (a client or a pipeline) by the attempt's
-    deadline, on this instance only."""
+    deadline, on this instance only; ``retire(conn, error)`` runs when one fails, while
+    the connection is still in hand (before it goes back to the pool)."""
     names = ("_send_command_parse_response", "_execute_pipeline", "_execute_transaction")
     for name in names:
         original = getattr(target, name, None)
         if original is not None:
-            setattr(target, name, _bound(original))
+            setattr(target, name, _bound(original, retire))
 
 
-def _bound(original: Callable[..., T]) -> Callable[..., T]:
-    def bounded(conn: Any, *args: Any, **kwargs: Any) -> T:
-        return _on_connection(original, conn, *args, **kwargs)
+def _bound(original: Callable[..., T], retire: Retire | None) -> Callable[..., T]:
+    if retire is None:
 
-    return bounded
+        def bounded(conn: Any, *args: Any, **kwargs: Any) -> T:
+            return _on_connection(original, conn, *args, **kwargs)
+
+        return bounded
+
+    def bounded_retiring(conn: Any, *args: Any, **kwargs: Any) -> T:
+        try:
+            return _on_connection(original, conn, *args, **kwargs)
+        except Exception as error:
+            retire(conn, error)
+            raise
+
+    return bounded_retiring
 
 
 def bound_handshakes(client: redis.Redis) -> None:

@@ -6,6 +6,12 @@ sets no timeout of its own; its attempt bounds itself by the command's block tim
 policy's attempt timeout (``math.inf`` blocks are not bounded by us). Operations that may
 make one attempt only (commands while a pipeline WATCHes, pub/sub reconnects) run through a
 variant with ``max_attempts=1``. Variants share the client's breaker and retry budget.
+
+After a failure its classifier calls FAILOVER (the node is no longer the primary), the
+connection that got it is disconnected, and so is every idle connection of the client's pool
+(they lead to the same node): the next attempt connects afresh, through a new DNS resolution
+or Sentinel's discovery, to the new primary. Connections other threads or tasks are using are
+left alone; they retire when they meet the failover themselves.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from typing import Any, TypeVar
 
 from ..._config.policy import Policy
 from ..._core.breaker import CircuitBreaker
+from ..._core.classify import is_failover
 from ..._core.engine import Attempt
 from ..dbshell import DbShell, Operation
 from .blocking import BlockTime, block_parser
@@ -34,6 +41,8 @@ __all__ = [
     "idempotent_block",
     "in_single_try",
     "in_single_try_async",
+    "retiring_async",
+    "retiring_sync",
 ]
 
 T = TypeVar("T")
@@ -99,6 +108,41 @@ def in_single_try_async(call: Callable[..., Awaitable[T]]) -> Callable[..., Awai
             return await call(*args, **kwargs)
         finally:
             single_try.reset(token)
+
+    return run
+
+
+def retiring_sync(call: Callable[..., T], guard: Guard, holder: Any) -> Callable[..., T]:
+    """``call`` (a method of ``holder``: a pub/sub) retiring connections after a failover.
+    Sync commands of clients and pipelines retire at the connection seam instead."""
+
+    def run(*args: Any, **kwargs: Any) -> T:
+        try:
+            return call(*args, **kwargs)
+        except Exception as error:
+            guard.retire_sync(holder, error)
+            raise
+
+    return run
+
+
+def retiring_async(
+    call: Callable[..., Awaitable[T]], guard: Guard, holder: Any, *, single: bool
+) -> Callable[..., Awaitable[T]]:
+    """``call`` (a method of ``holder``: a ``redis.asyncio`` client, pipeline or pub/sub)
+    retiring connections after a failover, and with redis-py's retry making one try when
+    ``single`` (one coroutine layer for both: it runs on every command)."""
+
+    async def run(*args: Any, **kwargs: Any) -> T:
+        token = single_try.set(True) if single else None
+        try:
+            return await call(*args, **kwargs)
+        except Exception as error:
+            await guard.retire_async(holder, error)
+            raise
+        finally:
+            if token is not None:
+                single_try.reset(token)
 
     return run
 
@@ -188,6 +232,37 @@ class Guard:
         if self.attempt_timeout is None or math.isinf(block):
             return None
         return block + self.attempt_timeout
+
+    # -- failover ----------------------------------------------------------------------------
+    def failed_over(self, error: Exception) -> bool:
+        """Whether the client's classifier calls ``error`` a FAILOVER."""
+        return is_failover(self.shell.engine.classify(None, error))
+
+    def retire_sync(self, holder: Any, error: Exception, conn: Any = None) -> None:
+        """After a FAILOVER ``error``: disconnect ``conn`` (the connection that got it), the
+        connection ``holder`` keeps (a pipeline's, a pub/sub's, a single-connection
+        client's) and the idle connections of ``holder``'s pool."""
+        if not self.failed_over(error):
+            return
+        held = getattr(holder, "connection", None)
+        for connection in (conn, None if held is conn else held):
+            if connection is not None:
+                connection.disconnect()
+        pool = getattr(holder, "connection_pool", None)
+        if pool is not None:
+            pool.disconnect(inuse_connections=False)
+
+    async def retire_async(self, holder: Any, error: Exception) -> None:
+        """:meth:`retire_sync` for ``redis.asyncio``: the failing connection is back in the
+        pool (idle) or still kept by ``holder`` by the time the error reaches us."""
+        if not self.failed_over(error):
+            return
+        connection = getattr(holder, "connection", None)
+        if connection is not None:
+            await connection.disconnect()
+        pool = getattr(holder, "connection_pool", None)
+        if pool is not None:
+            await pool.disconnect(inuse_connections=False)
 
     # -- running (paths other than a plain command's) --------------------------------------
     def run_sync(

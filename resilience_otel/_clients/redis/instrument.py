@@ -13,7 +13,7 @@ from redis import exceptions as rex
 
 from ..._config.policy import Policy
 from ..._core.breaker import CircuitBreaker
-from ..._core.classify import ErrorClass, Failure, FailureKind, classify_exception
+from ..._core.classify import ErrorClass, Failure, FailureKind, classify_exception, failover
 from ..._core.clock import SYSTEM_CLOCK, Clock
 from ..._core.engine import Classifier
 from ..._core.exceptions import CircuitOpenError, mix_with
@@ -36,7 +36,7 @@ from .guard import (
     idempotent,
     idempotent_block,
     in_single_try,
-    in_single_try_async,
+    retiring_async,
 )
 from .pipeline import guard_pipeline_async, guard_pipeline_sync
 from .pubsub import guard_pubsub_async, guard_pubsub_sync
@@ -54,7 +54,11 @@ __all__ = [
 
 ClientT = TypeVar("ClientT", redis.Redis, redis.asyncio.Redis)
 
-_CRITICAL_REPLIES = ("MISCONF", "OOM", "READONLY")
+_CRITICAL_REPLIES = ("MISCONF", "OOM")
+_FAILOVER_REPLIES = ("READONLY", "MASTERDOWN", "LOADING")
+# What redis-py's Sentinel-managed connection raises for a READONLY reply from the node it
+# still takes for the master.
+_SENTINEL_DEMOTED = "The previous master is now a slave"
 
 
 def _not_sent(error: BaseException) -> bool:
@@ -64,13 +68,32 @@ def _not_sent(error: BaseException) -> bool:
     return "connecting to" in str(error) or "Timeout connecting" in str(error)
 
 
+def _failover_reply(error: Exception) -> str | None:
+    """The reply code of a node that is no longer the primary, if ``error`` is one."""
+    if isinstance(error, rex.ReadOnlyError):
+        return "READONLY"
+    if isinstance(error, rex.MasterDownError):
+        return "MASTERDOWN"
+    if isinstance(error, rex.BusyLoadingError):
+        return "LOADING"
+    if isinstance(error, rex.ResponseError):
+        code = str(error).split(" ", 1)[0]
+        return code if code in _FAILOVER_REPLIES else None
+    if isinstance(error, rex.ConnectionError) and str(error) == _SENTINEL_DEMOTED:
+        return "READONLY"
+    return None
+
+
 def classify_redis(value: object, error: Exception | None) -> Failure | None:
     """The default redis classifier.
 
-    TRANSIENT: connection errors, timeouts, ``BusyLoadingError`` (LOADING), ``TryAgainError``,
-    ``ClusterDownError``. PERMANENT: ``ResponseError`` (WRONGTYPE, syntax, NOSCRIPT, ...),
-    authentication and permission errors, ``DataError``, ``WatchError``. CRITICAL: OOM,
-    READONLY, MISCONF replies, and the package-wide critical errors (disk full, ...).
+    FAILOVER (the node is no longer the primary; the command was refused, so even a write is
+    resent, on a fresh connection): ``READONLY``, ``MASTERDOWN`` and ``LOADING``
+    (``BusyLoadingError``) replies, and the Sentinel client's "The previous master is now a
+    slave". TRANSIENT: connection errors, timeouts, ``TryAgainError``, ``ClusterDownError``.
+    PERMANENT: ``ResponseError`` (WRONGTYPE, syntax, NOSCRIPT, ...), authentication and
+    permission errors, ``DataError``, ``WatchError``. CRITICAL: OOM and MISCONF replies, and
+    the package-wide critical errors (disk full, ...).
     """
     if error is None:
         return None
@@ -78,14 +101,17 @@ def classify_redis(value: object, error: Exception | None) -> Failure | None:
     critical = classify_exception(error)
     if critical is not None:
         return critical
-    if isinstance(error, rex.OutOfMemoryError | rex.ReadOnlyError) or (
+    reply = _failover_reply(error)
+    if reply is not None:
+        return failover(reply)
+    if isinstance(error, rex.OutOfMemoryError) or (
         isinstance(error, rex.ResponseError) and str(error).startswith(_CRITICAL_REPLIES)
     ):
         return Failure(ErrorClass.CRITICAL, FailureKind.SERVER_ERROR, error_type=name)
     permanent_auth = rex.AuthenticationError | rex.AuthorizationError | rex.NoPermissionError
     if isinstance(error, permanent_auth):
         return Failure(ErrorClass.PERMANENT, FailureKind.CLIENT_ERROR, error_type=name)
-    if isinstance(error, rex.BusyLoadingError | rex.TryAgainError | rex.ClusterDownError):
+    if isinstance(error, rex.TryAgainError | rex.ClusterDownError):
         return Failure(ErrorClass.TRANSIENT, FailureKind.SERVER_ERROR, error_type=name)
     if isinstance(error, rex.TimeoutError | TimeoutError):
         return Failure(
@@ -239,13 +265,13 @@ def _patch_sync(client: redis.Redis, guard: Guard) -> None:
     client.execute_command = guarded_execute  # type: ignore[method-assign]
     client.pipeline = guarded_pipeline  # type: ignore[method-assign]
     client.pubsub = guarded_pubsub  # type: ignore[method-assign]
-    bound_commands(client)
+    bound_commands(client, lambda conn, error: guard.retire_sync(client, error, conn))
 
 
 def _patch_async(client: redis.asyncio.Redis, guard: Guard) -> None:
-    execute_command: Callable[..., Awaitable[Any]] = client.execute_command
-    if guard.single_try:
-        execute_command = in_single_try_async(execute_command)
+    execute_command: Callable[..., Awaitable[Any]] = retiring_async(
+        client.execute_command, guard, client, single=guard.single_try
+    )
     make_pipeline = client.pipeline
     make_pubsub = client.pubsub
     shell = guard.shell

@@ -16,7 +16,7 @@ from typing import Any
 from ..._telemetry import semconv as sc
 from .blocking import pipeline_block
 from .deadline import bound_commands
-from .guard import Guard, in_single_try, in_single_try_async
+from .guard import Guard, in_single_try, retiring_async
 
 __all__ = ["guard_pipeline_async", "guard_pipeline_sync"]
 
@@ -32,7 +32,7 @@ def guard_pipeline_sync(pipe: Any, guard: Guard) -> None:
     immediate = pipe.immediate_execute_command
     if guard.single_try:
         execute, immediate = in_single_try(execute), in_single_try(immediate)
-    bound_commands(pipe)
+    bound_commands(pipe, lambda conn, error: guard.retire_sync(pipe, error, conn))
 
     def guarded_immediate(*args: Any, **options: Any) -> Any:
         op = guard.command(args)[0]
@@ -61,10 +61,9 @@ def guard_pipeline_sync(pipe: Any, guard: Guard) -> None:
 
 def guard_pipeline_async(pipe: Any, guard: Guard) -> None:
     """Guard ``pipe`` (a ``redis.asyncio`` pipeline of ``guard``'s client), in place."""
-    execute = pipe.execute
-    immediate = pipe.immediate_execute_command
-    if guard.single_try:
-        execute, immediate = in_single_try_async(execute), in_single_try_async(immediate)
+    single = guard.single_try
+    execute = retiring_async(pipe.execute, guard, pipe, single=single)
+    immediate = retiring_async(pipe.immediate_execute_command, guard, pipe, single=single)
 
     async def guarded_immediate(*args: Any, **options: Any) -> Any:
         op = guard.command(args)[0]

@@ -22,7 +22,7 @@ import contextvars
 import weakref
 from typing import Any
 
-from .guard import Guard, in_single_try, in_single_try_async
+from .guard import Guard, in_single_try, in_single_try_async, retiring_async, retiring_sync
 
 __all__ = ["guard_pubsub_async", "guard_pubsub_sync"]
 
@@ -48,7 +48,7 @@ def _owner_guard(conn: Any) -> Guard | None:
 
 def guard_pubsub_sync(pubsub: Any, guard: Guard) -> None:
     """Guard ``pubsub`` (made by ``guard``'s sync client), in place."""
-    execute = pubsub.execute_command
+    execute = retiring_sync(pubsub.execute_command, guard, pubsub)
     if guard.single_try:
         execute = in_single_try(execute)
 
@@ -95,9 +95,7 @@ def _adopt_sync(pubsub: Any, guard: Guard) -> None:
 
 def guard_pubsub_async(pubsub: Any, guard: Guard) -> None:
     """Guard ``pubsub`` (made by ``guard``'s ``redis.asyncio`` client), in place."""
-    execute = pubsub.execute_command
-    if guard.single_try:
-        execute = in_single_try_async(execute)
+    execute = retiring_async(pubsub.execute_command, guard, pubsub, single=guard.single_try)
 
     async def guarded_execute(*args: Any) -> Any:
         if _inside.get():
