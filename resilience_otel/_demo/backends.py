@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     import redis
     import redis.asyncio
 
+    from .replicas import RedisPair
+
 __all__ = ["Backends", "OutageDriver", "PostgresSide", "RedisSide", "probe_backends"]
 
 REDIS_ENV, POSTGRES_ENV = "RESILIENCE_DEMO_REDIS", "RESILIENCE_DEMO_POSTGRES"
@@ -116,13 +118,18 @@ def _note(name: str, where: str, why: str | None, variable: str) -> str:
 
 class RedisSide:
     """A ``redis.asyncio`` client reaching Redis through a fault proxy, plus a direct client
-    for durable dead letters and clean-up. Every key starts with :attr:`prefix`."""
+    for durable dead letters and clean-up. Every key starts with :attr:`prefix`.
 
-    def __init__(self, address: tuple[str, int]) -> None:
+    With a :class:`RedisPair` the proxied client reaches the pair's primary (the failover
+    phase hands it over to the replica); the direct client stays on ``address``.
+    """
+
+    def __init__(self, address: tuple[str, int], pair: RedisPair | None = None) -> None:
         import redis
         import redis.asyncio
 
-        self.proxy = FaultProxy(address).__enter__()
+        self.pair = pair
+        self.proxy = FaultProxy(address if pair is None else pair.primary).__enter__()
         self.prefix = f"resilience-demo:{os.getpid()}:"
         self.client: redis.asyncio.Redis = redis.asyncio.Redis(
             host="127.0.0.1", port=self.proxy.port, socket_timeout=0.25,
@@ -139,6 +146,8 @@ class RedisSide:
             await self.client.aclose()
         deleted = await asyncio.to_thread(self._delete_keys)
         self.direct.close()
+        if self.pair is not None:
+            await asyncio.to_thread(self.pair.stop)
         return deleted
 
     def _delete_keys(self) -> int:

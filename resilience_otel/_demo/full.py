@@ -20,7 +20,9 @@ from .._deadletters.base import InMemoryDeadLetterQueue
 from ..health import http_check, serve_health
 from . import workload
 from .backends import Backends, OutageDriver, PostgresSide, RedisSide, probe_backends
-from .phases import PHASES, Timeline
+from .failover import WriteTally, drive_failover, failover_facts
+from .phases import FULL_PHASES, Timeline
+from .replicas import RedisPair, redis_server_binary
 from .stack import AlertBoard, AlertLine, Stack, for_scale_of, start_stack_async, stop_quietly
 from .stats import EventLog, LogToEvents, Recorder, Row, Sampler
 from .upstreams import AiApi, TradingApi, Upstream
@@ -79,7 +81,7 @@ class _Run:
 
     def __init__(self, duration: float, out: TextIO) -> None:
         self.duration = duration
-        self.phase_length = duration / len(PHASES)
+        self.phase_length = duration / len(FULL_PHASES)
         self.out = out
         self.console = _console(out)
         self.endpoints: list[str] = []
@@ -106,8 +108,8 @@ class _Run:
         if task is not None:
             with contextlib.suppress(NotImplementedError):  # no signal handlers on Windows
                 asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-        self.say(f"resilience-otel demo: full scenario, {self.duration:g}s in four phases of "
-                 f"{self.phase_length:g}s ({', '.join(PHASES)})")  # fmt: skip
+        self.say(f"resilience-otel demo: full scenario, {self.duration:g}s in five phases of "
+                 f"{self.phase_length:g}s ({', '.join(FULL_PHASES)})")  # fmt: skip
         async with contextlib.AsyncExitStack() as stack:
             self._serve_endpoints(stack)
             await self._prepare(stack)
@@ -170,7 +172,7 @@ class _Run:
     ) -> tuple[RedisSide | None, PostgresSide | None]:
         redis_side = pg_side = None
         if self.backends.redis is not None:
-            redis_side = RedisSide(self.backends.redis)
+            redis_side = RedisSide(self.backends.redis, await self._redis_pair())
             stack.push_async_callback(self._close_redis, redis_side)
         if self.backends.postgres is not None:
             try:
@@ -180,6 +182,21 @@ class _Run:
             else:
                 stack.push_async_callback(self._close_postgres, pg_side)
         return redis_side, pg_side
+
+    async def _redis_pair(self) -> RedisPair | None:
+        """The primary and replica the failover phase hands over, when redis-server is here."""
+        binary = redis_server_binary()
+        if binary is None:
+            self.say("failover: skipped (no redis-server binary for a replica pair)")
+            return None
+        try:
+            pair = await asyncio.to_thread(RedisPair, binary)
+        except Exception as exc:  # the rest of the demo does not need it
+            self.say(f"failover: skipped ({type(exc).__name__}: {exc})")
+            return None
+        self.say(f"cache: a Redis primary ({pair.ports[0]}) and replica ({pair.ports[1]}) "
+                 "of its own, for the failover phase")  # fmt: skip
+        return pair
 
     async def _close_redis(self, side: RedisSide) -> None:
         deleted = await side.close()
@@ -206,7 +223,8 @@ class _Run:
     async def _scenario(self, stack: contextlib.AsyncExitStack) -> tuple[list[Row], list[str]]:
         redis_side, pg_side = await self._backends(stack)
         order_letters = self._order_letters(stack, redis_side)
-        timeline = Timeline(time.monotonic(), self.duration)
+        timeline = Timeline(time.monotonic(), self.duration, FULL_PHASES)
+        tally = None if redis_side is None else WriteTally(redis_side.prefix + "failover:writes")
         trading = TradingApi(timeline, slow_ack=1.0)
         ai = AiApi(timeline, retry_after="1", hang=3.0)
         trading_up = stack.enter_context(Upstream(trading))
@@ -216,7 +234,7 @@ class _Run:
         recorder = Recorder(events)
         sinks = workload.Sinks((recorder, self.monitor), self.meter_provider)
         services = self._services(stack, sinks, trading_up.url, ai_up.url, order_letters,
-                                  redis_side, pg_side)  # fmt: skip
+                                  redis_side, pg_side, (timeline, tally))  # fmt: skip
         self.monitor.add_check("trading-quotes", http_check(trading_up.url + "/health"))
         self.monitor.add_check("ai", http_check(ai_up.url + "/health"))
         await self.monitor.astart()
@@ -224,16 +242,22 @@ class _Run:
         board = AlertBoard(self.stack.receiver, timeline.start, events.add) if self.stack else None
         watch = _Watch(view, timeline, services, Sampler(recorder, self.monitor), events, board)
         proxies = [s.proxy for s in (redis_side, pg_side) if s is not None]
+        failover = (redis_side, tally)
         with view, LogToEvents(events).installed():
-            await self._run_phases(watch, recorder, proxies)
+            await self._run_phases(watch, recorder, proxies, failover)
         facts = [f"trading API: {len(trading.orders)} orders placed, {trading.duplicates} resent "
                  "orders answered from their Idempotency-Key (never placed twice)",
                  f"AI API: {ai.requests} requests, {ai.rate_limited} answered 429 with "
                  "Retry-After"]  # fmt: skip
+        facts += failover_facts(redis_side, tally, recorder.snapshot("cache").failovers)
         return watch.rows(), facts + watch.alert_facts()
 
     async def _run_phases(
-        self, watch: _Watch, recorder: Recorder, proxies: list[FaultProxy]
+        self,
+        watch: _Watch,
+        recorder: Recorder,
+        proxies: list[FaultProxy],
+        failover: tuple[RedisSide | None, WriteTally | None],
     ) -> None:
         """Run the clients through the phases, replay what is left, let alerts settle."""
         timeline, services, events = watch.timeline, watch.services, watch.events
@@ -241,6 +265,9 @@ class _Run:
         tasks = workload.start(services, timeline, recorder, events, stop)
         if proxies:
             tasks.append(asyncio.create_task(OutageDriver(timeline, proxies).run(stop)))
+        side, tally = failover
+        if side is not None and tally is not None:
+            tasks.append(asyncio.create_task(drive_failover(side, tally, timeline, events, stop)))
         try:
             await watch.until(self.duration)
         finally:
@@ -258,6 +285,7 @@ class _Run:
         order_letters: Letters,
         redis_side: RedisSide | None,
         pg_side: PostgresSide | None,
+        failover: tuple[Timeline, WriteTally | None],
     ) -> list[Service]:
         policy = workload.policies(self.phase_length)
         services = workload.http_services(
@@ -265,7 +293,10 @@ class _Run:
             order_letters=order_letters,
         )  # fmt: skip
         if redis_side is not None:
-            services.append(workload.cache_service(redis_side, policy["cache"], sinks))
+            timeline, tally = failover
+            services.append(
+                workload.cache_service(redis_side, policy["cache"], sinks, timeline, tally)
+            )
         if pg_side is not None:
             services.append(workload.db_service(pg_side, policy["orders-db"], sinks))
         return services

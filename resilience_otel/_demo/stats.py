@@ -38,6 +38,7 @@ class Counts:
     replay_failed: int = 0
     opened: int = 0
     closed: int = 0
+    failovers: int = 0
 
     def minus(self, other: Counts) -> Counts:
         """The difference ``self - other``, field by field."""
@@ -143,6 +144,13 @@ class Recorder(Observer):
 
     def dead_lettered(self, letter: DeadLetter) -> None:
         self._bump(letter.service, "dead")
+
+    def failover(self, service: str, client: str, error_type: str) -> None:
+        first = self.snapshot(service).failovers == 0
+        self._bump(service, "failovers")
+        if first:  # one line tells the story; the count is in the summary
+            self._events.add(f"{service}: {error_type} from a demoted primary: connections "
+                             "retired, the write resent on a new one")  # fmt: skip
 
     def state_changed(self, service: str, change: StateChange) -> None:
         if change.to_state.value == "open":

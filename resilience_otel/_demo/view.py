@@ -7,7 +7,7 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TextIO
 
-from .phases import PHASES, Timeline
+from .phases import Timeline
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
@@ -26,6 +26,8 @@ PHASE_NOTES = {
     "full outage": "the upstreams fail: breakers open, retries stop, dead letters fill",
     "recovery": "the upstreams are back: half-open probes close the breakers, dead letters "
     "are replayed",
+    "failover": "Redis' replica is promoted and the old primary demoted under load: writes "
+    "refused with READONLY retire their connections and go to the new primary",
 }
 _COLUMNS = ("service", "status", "score", "breaker", "calls", "calls/s", "errors", "p95",
             "retries", "rejected", "dead", "replayed")  # fmt: skip
@@ -99,9 +101,10 @@ class PlainView:
         self._index = frame.index
         self._base = {row.service: row.counts for row in frame.rows}
         length = self._timeline.phase_length
-        name = PHASES[frame.index]
+        phases = self._timeline.phases
+        name = phases[frame.index]
         start, end = frame.index * length, (frame.index + 1) * length
-        self.say(f"phase {frame.index + 1}/{len(PHASES)}: {name} ({start:g}s-{end:g}s)")
+        self.say(f"phase {frame.index + 1}/{len(phases)}: {name} ({start:g}s-{end:g}s)")
         self.say(f"  {PHASE_NOTES[name]}")
 
     def finish(self, frame: Frame) -> None:
@@ -111,7 +114,7 @@ class PlainView:
         self._finished = True
 
     def _table(self, rows: list[Row]) -> None:
-        self.say(f"  end of {PHASES[self._index]}:")
+        self.say(f"  end of {self._timeline.phases[self._index]}:")
         self.say(_ROW.format(*_COLUMNS))
         for row in rows:
             base = self._base.get(row.service)
@@ -153,12 +156,13 @@ class LiveView:
         from rich.panel import Panel
         from rich.text import Text
 
-        name = PHASES[frame.index]
+        phases = self._timeline.phases
+        name = phases[frame.index]
         done = min(frame.elapsed / self._timeline.duration, 1.0)
         bar = "#" * int(done * 30) + "-" * (30 - int(done * 30))
         title = Text.assemble(
             ("resilience-otel demo  ", "bold"),
-            (f"phase {frame.index + 1}/{len(PHASES)}: {name.upper()}", _PHASE_STYLE[name]),
+            (f"phase {frame.index + 1}/{len(phases)}: {name.upper()}", _PHASE_STYLE[name]),
             f"  [{bar}] {frame.elapsed:5.1f}s / {self._timeline.duration:g}s",
         )
         parts: list[RenderableType] = [title, Text(PHASE_NOTES[name], style="dim")]
@@ -184,7 +188,7 @@ class LiveView:
 
 
 _PHASE_STYLE = {"healthy": "green", "partial outage": "yellow", "full outage": "bold red",
-                "recovery": "cyan"}  # fmt: skip
+                "recovery": "cyan", "failover": "magenta"}  # fmt: skip
 _STATUS_STYLE = {"healthy": "green", "degraded": "yellow", "unhealthy": "bold red"}
 _BREAKER_STYLE = {"closed": "green", "half_open": "yellow", "open": "bold red"}
 

@@ -30,12 +30,13 @@ from .. import (
     RetryOverride,
 )
 from .._deadletters.base import DeadLetterQueue, DeadLetterReason, InMemoryDeadLetterQueue
-from .phases import RECOVERY, Timeline
+from .phases import FAILOVER, RECOVERY, Timeline
 from .upstreams import QUOTES
 
 if TYPE_CHECKING:
     from .. import CircuitBreaker, DeadLetter, Observer, ReplayResult
     from .backends import PostgresSide, RedisSide
+    from .failover import WriteTally
     from .stats import EventLog, Recorder
 
 __all__ = [
@@ -229,8 +230,15 @@ def http_services(
 
 
 # -- Redis and PostgreSQL --------------------------------------------------------------------
-def cache_service(side: RedisSide, policy: Policy, sinks: Sinks) -> Service:
-    """Cache-aside quotes in Redis: reads, and a SET (marked idempotent) every third call."""
+def cache_service(
+    side: RedisSide,
+    policy: Policy,
+    sinks: Sinks,
+    timeline: Timeline | None = None,
+    tally: WriteTally | None = None,
+) -> Service:
+    """Cache-aside quotes in Redis: reads, and a SET (marked idempotent) every third call; in
+    the failover phase every other call is an INCR (not idempotent), counted in ``tally``."""
     from .._clients.redis.instrument import breaker_of, instrument
 
     cache = instrument(
@@ -240,6 +248,12 @@ def cache_service(side: RedisSide, policy: Policy, sinks: Sinks) -> Service:
 
     async def operation(n: int) -> object:
         key = f"{side.prefix}quote:{SYMBOLS[n % len(SYMBOLS)]}"
+        if tally is not None and timeline is not None and timeline.phase() == FAILOVER:
+            if n % 2 == 0:
+                written = await cache.incr(tally.key)
+                tally.acked()
+                return written
+            return await cache.get(key)
         if n % 3 == 0:
             return await cache.set(key, json.dumps(QUOTES[SYMBOLS[n % len(SYMBOLS)]]), ex=300)
         return await cache.get(key)

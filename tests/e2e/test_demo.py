@@ -1,6 +1,6 @@
 """Smoke tests of ``resilience-otel demo``: each scenario run once as a real subprocess.
 
-The ``full`` scenario runs for 10 s with whatever this machine has (Redis, PostgreSQL,
+The ``full`` scenario runs for 12 s with whatever this machine has (Redis, PostgreSQL,
 Prometheus and Alertmanager are used when present); its endpoints are queried while it runs.
 """
 
@@ -21,7 +21,10 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 PHASES = ["healthy", "partial outage", "full outage", "recovery"]
-PHASE_HEADER = re.compile(r"^phase (\d)/4: ([a-z ]+) \(")
+FULL_PHASES = [*PHASES, "failover"]
+PHASE_HEADER = re.compile(r"^phase (\d)/5: ([a-z ]+) \(")
+FAILOVER_WRITES = re.compile(r"^  (\d+) INCRs acknowledged, (\d+) on the new primary: (\d+) lost, "
+                             r"(\d+) applied twice$")  # fmt: skip
 EVENT = re.compile(r"^  \[\s*[\d.]+s\] (.*)$")
 TRANSITION = re.compile(r"^breaker ([\w-]+): (\w+) -> (\w+)$")
 SUMMARY_ROW = re.compile(r"^  ([a-z][\w-]*) +(http|redis|postgresql) +([\d -]+?)  (\w+)$")
@@ -70,11 +73,11 @@ def _probe(run: FullRun, line: str) -> None:
 
 @pytest.fixture(scope="module")
 def full(tmp_path_factory: pytest.TempPathFactory) -> FullRun:
-    """Run the full demo once for 10 s; query /metrics and /health when phase 2 begins."""
+    """Run the full demo once for 12 s; query /metrics and /health when phase 2 begins."""
     errors = tmp_path_factory.mktemp("demo") / "stderr.txt"
     with errors.open("w") as stderr:  # a file, so a chatty stderr can never block the demo
         proc = subprocess.Popen(
-            [sys.executable, "-m", "resilience_otel.cli", "demo", "--duration", "10"],
+            [sys.executable, "-m", "resilience_otel.cli", "demo", "--duration", "12"],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr, text=True,
         )  # fmt: skip
     # A hung demo is terminated (it cleans up on SIGTERM) rather than left running.
@@ -89,7 +92,7 @@ def full(tmp_path_factory: pytest.TempPathFactory) -> FullRun:
             run.lines.append(line)
             if line.startswith("serving "):
                 serving.append(line)
-            if line.startswith("phase 2/4"):  # calls have been made by then
+            if line.startswith("phase 2/5"):  # calls have been made by then
                 for endpoint in serving:
                     _probe(run, endpoint)
         run.returncode = proc.wait(timeout=30)
@@ -108,9 +111,9 @@ def test_full_exits_cleanly(full: FullRun) -> None:
 
 
 def test_full_shows_every_phase_in_order(full: FullRun) -> None:
-    """The four phase headers appear once each, in order."""
+    """The five phase headers appear once each, in order."""
     headers = [m.group(2) for line in full.lines if (m := PHASE_HEADER.match(line))]
-    assert headers == PHASES
+    assert headers == FULL_PHASES
 
 
 def test_full_says_which_backends_it_found(full: FullRun) -> None:
@@ -138,11 +141,11 @@ def test_full_serves_health_during_the_run(full: FullRun) -> None:
 
 def test_full_breaker_opens_in_the_outage_and_closes_in_the_recovery(full: FullRun) -> None:
     """Some breaker opens after the healthy phase and closes again during the recovery."""
-    recovery = full.index("phase 4/4")
+    recovery = full.index("phase 4/5")
     opened, closed = set(), set()
     for i, text in full.events():
         match = TRANSITION.match(text)
-        if match and match.group(3) == "open" and full.index("phase 2/4") < i < recovery:
+        if match and match.group(3) == "open" and full.index("phase 2/5") < i < recovery:
             opened.add(match.group(1))
         if match and match.group(3) == "closed" and i > recovery:
             closed.add(match.group(1))
@@ -185,6 +188,23 @@ def test_full_reports_the_stack_and_its_alerts(full: FullRun) -> None:
     else:
         assert "skipped" in stack
         assert alerts == "alerts: no Prometheus/Alertmanager in this run"
+
+
+def test_full_failover_retires_connections_and_loses_or_doubles_no_write(full: FullRun) -> None:
+    """Redis' primary hands over under load: refused writes are resent once, none is lost.
+
+    ``make test`` installs redis-server, so the demo runs its replica pair here.
+    """
+    failover = full.index("phase 5/5")
+    events = [text for i, text in full.events() if i > failover]
+    assert any(re.match(r"cache: Redis \d+ demoted, replica \d+ promoted", t) for t in events)
+    assert any(t.startswith("cache: READONLY from a demoted primary") for t in events)
+    fact = full.lines[full.index("failover at ") + 1]
+    match = FAILOVER_WRITES.match(fact)
+    assert match is not None, fact
+    acknowledged, stored, lost, doubled = (int(g) for g in match.groups())
+    assert acknowledged > 0
+    assert (stored, lost, doubled) == (acknowledged, 0, 0)
 
 
 def test_full_ends_with_where_to_look_next(full: FullRun) -> None:
