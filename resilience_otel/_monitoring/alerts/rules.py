@@ -37,6 +37,7 @@ _BREAKER: Final = sc.PROMETHEUS_NAMES[sc.BREAKER_STATE[0]]
 _DEAD: Final = sc.PROMETHEUS_NAMES[sc.DEAD_LETTERS[0]]
 _DROPPED: Final = sc.PROMETHEUS_NAMES[sc.DEAD_LETTERS_DROPPED[0]]
 _HEALTH: Final = sc.PROMETHEUS_NAMES[sc.HEALTH_STATUS[0]]
+_FAILOVERS: Final = sc.PROMETHEUS_NAMES[sc.FAILOVERS[0]]
 _BY: Final = "job, service"
 _P95: Final = f"job_service:{_DURATION}:p95_rate5m"
 
@@ -108,20 +109,20 @@ def _sel(name: str, **labels: str) -> str:
     return f"{name}{{{', '.join(matchers)}}}" if matchers else name
 
 
-def _new_or_increase(selector: str, window: str) -> str:
-    """Events over ``window``, counting series born inside it from zero.
+def _new_or_increase(selector: str, window: str, by: str = _BY) -> str:
+    """Events over ``window`` summed ``by`` labels, counting series born inside it from zero.
 
     OTel creates a counter series at its first event, already at 1; ``increase`` alone would
     miss that first event, so a series absent ``window`` ago counts with its full value.
     """
     return (
-        f"sum by ({_BY}) (\n  sum without () (\n    {selector}\n"
+        f"sum by ({by}) (\n  sum without () (\n    {selector}\n"
         f"    unless {selector} offset {window}\n  )\n  or increase({selector}[{window}])\n)"
     )
 
 
 def _ratio_rule(window: str) -> RecordingRule:
-    failed = _sel(_CALLS, outcome="failure", error_class="~transient|critical")
+    failed = _sel(_CALLS, outcome="failure", error_class="~transient|critical|failover")
     rejected = _sel(_CALLS, outcome="rejected")
     expr = (
         f"sum by ({_BY}) (\n  rate({failed}[{window}])\n  or rate({rejected}[{window}])\n"
@@ -175,6 +176,7 @@ _JOB: Final = "(job {{ $labels.job }})"
 _VALUE: Final = "{{ $value }}"
 _PCT: Final = "{{ $value | humanizePercentage }}"
 _NUM: Final = "{{ $value | humanize }}"
+_DB: Final = f"{{{{ $labels.{sc.DB_SYSTEM_LABEL} }}}}"
 
 
 def _alert(name: str, severity: str, for_: float, expr: str, summary: str, text: str) -> AlertRule:
@@ -191,6 +193,7 @@ def _groups(availability: float, latency: float, factor: float, retry_ratio: flo
     page_x, ticket_x = (" or ".join(f"{num(f)}x" for *_, f in p) for p in (page, ticket))
     days = num(round(30 / min(f for *_, f in page), 1))
     seen = f"last_over_time({_CALLS}[1h])"
+    failover = _new_or_increase(_FAILOVERS, "5m", f"{_BY}, {sc.DB_SYSTEM_LABEL}") + " > 0"
     breaker = f"sum by ({_BY}) ({_sel(_BREAKER, state='~open|half_open')}) > 0"
     unhealthy = f"max by (job, instance, service) ({_sel(_HEALTH, status='unhealthy')}) == 1"
     slow = f"{_P95} > {p95_target}\nand\n{_P95}\n  > {times} * avg_over_time({_P95}[1d])"
@@ -229,12 +232,19 @@ def _groups(availability: float, latency: float, factor: float, retry_ratio: flo
                    _new_or_increase(_sel(_CALLS, error_class="critical"), "5m") + " > 0",
                    f"Critical errors calling {_SVC}",
                    f"{_NUM} call(s) to {_SVC} {_JOB} ended in a CRITICAL error in the last 5m "
-                   "(certificate, disk full, out of memory, data corruption, READONLY): these "
+                   "(certificate, disk full, out of memory, data corruption, MISCONF): these "
                    "are never retried and need a person."),
             _alert("ServiceUnhealthy", "critical", 120, unhealthy, f"{_SVC} is unhealthy",
                    f"The health monitor of {{{{ $labels.instance }}}} {_JOB} has reported {_SVC} "
                    f"unhealthy for more than 2m (status gauge {_VALUE}): its breaker is open, "
                    "its availability is below the health threshold or its active checks fail."),
+        )),
+        RuleGroup("resilience-failover", (
+            _alert("FailoverDetected", "warning", 60, failover, f"{_SVC} failed over",
+                   f"{_NUM} attempt(s) of {_SVC} {_JOB} reached a {_DB} node that is no longer "
+                   "the primary in the last 5m (READONLY, 25006, ...): its connections were "
+                   "retired and the statements resent to the new primary. Check which node is "
+                   "primary now and whether writes failed."),
         )),
         RuleGroup("resilience-latency", (
             _p95_rule(),
