@@ -72,7 +72,7 @@ def failover_facts(side: RedisSide | None, tally: WriteTally | None, failovers: 
     writes = "1 write" if failovers == 1 else f"{failovers} writes"
     return [
         f"failover at {tally.switched_at:.1f}s: {writes} refused by the demoted primary "
-        "(READONLY) retired the connections and were resent",
+        "(READONLY): connections retired, resent on a new one",
         f"  {tally.acknowledged} INCRs acknowledged, {stored} on the new primary: "
         f"{lost} lost, {doubled} applied twice",
     ]
