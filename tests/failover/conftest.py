@@ -1,0 +1,127 @@
+"""Fixtures for failover tests: in-memory telemetry and the short policy every scenario uses."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from resilience_otel import BreakerConfig, Jitter, Policy, RetryConfig
+from resilience_otel._telemetry import semconv
+
+FAILOVER_EVENT = "resilience.failover"
+FAILOVERS_PROMETHEUS = "resilience_failovers_total"
+
+RESET_TIMEOUT = 0.5
+CALL_TIMEOUT = 1.0
+# A switchover must be over within one open period of the breaker and one probe call, plus
+# room for a loaded CI machine to schedule the writer threads.
+RECOVERY_BOUND = RESET_TIMEOUT + CALL_TIMEOUT + 0.5
+
+
+def failover_policy(
+    service: str, *, call_timeout: float = CALL_TIMEOUT, failure_threshold: int = 10
+) -> Policy:
+    """Short timeouts and 10 ms backoff, so a scenario recovers (or fails) within seconds.
+
+    By default the breaker opens after 10 failures: the few refused writes of one switchover
+    do not open it; with ``failure_threshold=1`` the first one does, and it half-opens after
+    ``RESET_TIMEOUT``. ``call_timeout`` must outlast
+    the time writes are paused by the switchover, or they end as timeouts instead.
+    """
+    return Policy(
+        service=service,
+        breaker=BreakerConfig(
+            failure_threshold=failure_threshold,
+            monitoring_period=10.0,
+            reset_timeout=RESET_TIMEOUT,
+            call_timeout=call_timeout,
+        ),
+        retry=RetryConfig(
+            max_attempts=3,
+            base_delay=0.01,
+            max_delay=0.05,
+            multiplier=2.0,
+            jitter=Jitter.NONE,
+            budget=None,
+        ),
+    )
+
+
+def failovers_metric() -> str:
+    """The OTel name of the metric exported as ``resilience_failovers_total``."""
+    for otel_name, prometheus_name in semconv.PROMETHEUS_NAMES.items():
+        if prometheus_name == FAILOVERS_PROMETHEUS:
+            return otel_name
+    return "resilience.failovers"  # the shared design's name, until the names module has it
+
+
+class Otel:
+    """An SDK tracer provider and meter provider with in-memory exporters (never global)."""
+
+    def __init__(self) -> None:
+        self.exporter = InMemorySpanExporter()
+        self.tracer_provider = TracerProvider()
+        self.tracer_provider.add_span_processor(SimpleSpanProcessor(self.exporter))
+        self.reader = InMemoryMetricReader()
+        self.meter_provider = MeterProvider(metric_readers=[self.reader])
+
+    @property
+    def providers(self) -> dict[str, Any]:
+        """The keyword arguments that route a shell's telemetry here."""
+        return {"tracer_provider": self.tracer_provider, "meter_provider": self.meter_provider}
+
+    def spans(self) -> list[ReadableSpan]:
+        """Finished spans, oldest first."""
+        return list(self.exporter.get_finished_spans())
+
+    def failover_events(self) -> list[dict[str, Any]]:
+        """Attributes of every ``resilience.failover`` span event."""
+        return [
+            dict(event.attributes or {})
+            for span in self.spans()
+            for event in span.events
+            if event.name == FAILOVER_EVENT
+        ]
+
+    def counter_total(self, metric: str) -> float:
+        """Sum of every point of the counter ``metric`` (0 when it was never recorded)."""
+        data = self.reader.get_metrics_data()
+        total = 0.0
+        if data is None:
+            return total
+        for resource in data.resource_metrics:
+            for scope in resource.scope_metrics:
+                for item in scope.metrics:
+                    if item.name == metric:
+                        total += sum(getattr(p, "value", 0) for p in item.data.data_points)
+        return total
+
+    def failovers(self) -> float:
+        """How many failovers the package counted."""
+        return self.counter_total(failovers_metric())
+
+    def shutdown(self) -> None:
+        """Shut both providers down."""
+        self.tracer_provider.shutdown()
+        self.meter_provider.shutdown()
+
+
+@pytest.fixture
+def otel() -> Iterator[Otel]:
+    """Fresh SDK providers with in-memory exporters."""
+    telemetry = Otel()
+    yield telemetry
+    telemetry.shutdown()
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Async tests run on asyncio."""
+    return "asyncio"
