@@ -1,4 +1,5 @@
-"""Resilient redis-py clients (sync ``redis.Redis`` and ``redis.asyncio.Redis``).
+"""Resilient redis-py clients (sync ``redis.Redis`` and ``redis.asyncio.Redis``, and the
+Redis Cluster clients ``redis.cluster.RedisCluster`` and ``redis.asyncio.cluster.RedisCluster``).
 
 One call makes an existing client resilient::
 
@@ -22,6 +23,14 @@ happened before it was sent (connection refused) or when it is marked idempotent
 name (``idempotent_commands={"SET", "DEL"}``) or for a block of code (``with idempotent():``).
 A pipeline is retried as a whole only when all its commands qualify.
 
+Redis Cluster: a logical command is one operation whose span names the node that answered.
+``MOVED``/``ASK`` redirects and ``TRYAGAIN`` are followed by redis-py (never failures, never our
+retries); after a connection error, a timeout or ``CLUSTERDOWN`` redis-py refreshes the
+topology and our policy retries (redis-py's own whole-command retry is turned off inside our
+attempts, unless kept as above). Pipelines and transactions run as one operation. Breaker
+state is shared with :class:`RedisBreakerStore` (sync) or :class:`AsyncRedisBreakerStore`
+(asyncio: state syncs never block the event loop), on a single server or a cluster.
+
 Timeouts: ``call_timeout`` (or what is left of ``total_timeout``) ends every attempt; a
 blocking command (``BLPOP``, ``XREAD ... BLOCK``, ``WAIT``, ...) may take its own block time
 on top (a block forever is not bounded by us), and a block that ends empty is a success.
@@ -43,9 +52,11 @@ from ._clients.redis.instrument import (
     idempotent,
     instrument,
 )
+from ._shared.async_store import AsyncRedisBreakerStore
 
 __all__ = [
     "READ_ONLY_COMMANDS",
+    "AsyncRedisBreakerStore",
     "RedisBreakerStore",
     "SharedCircuitBreaker",
     "breaker_of",

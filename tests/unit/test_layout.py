@@ -65,6 +65,7 @@ PUBLIC = {
     ],
     "resilience_otel.redis": [
         "READ_ONLY_COMMANDS",
+        "AsyncRedisBreakerStore",
         "RedisBreakerStore",
         "SharedCircuitBreaker",
         "breaker_of",
