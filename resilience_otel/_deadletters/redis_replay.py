@@ -24,6 +24,7 @@ from .outbox import letter_from_json
 
 if TYPE_CHECKING:
     import redis
+    import redis.cluster
 
 __all__ = ["HeldEntries", "StreamReplay"]
 
@@ -82,14 +83,14 @@ class StreamReplay:
     """Offers the letters of one replay, holding each while its handler runs.
 
     Args:
-        client: the queue's ``redis.Redis``.
+        client: the queue's ``redis.Redis`` or ``redis.cluster.RedisCluster``.
         stream / group / consumer / claim_idle: as on the queue.
         held: what the queue object's replays are handling now.
     """
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: redis.Redis | redis.cluster.RedisCluster,
         *,
         stream: str,
         group: str,

@@ -1,5 +1,10 @@
 """A dead-letter queue in a Redis stream: XADD with a bounded length, replay through a
-consumer group, acknowledged (and deleted) only after the handler succeeded."""
+consumer group, acknowledged (and deleted) only after the handler succeeded.
+
+Everything lives in the one stream key (its consumer group and pending entries are part of
+the stream), and every script is given that key in KEYS, so the queue works unchanged on
+Redis Cluster: the stream is one key in one slot, and its name is kept as the user gave it.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ from .redis_replay import HeldEntries, StreamReplay
 
 if TYPE_CHECKING:
     import redis
+    import redis.cluster
 
 __all__ = ["RedisStreamDeadLetterQueue"]
 
@@ -63,7 +69,8 @@ class RedisStreamDeadLetterQueue:
     pauses.
 
     Args:
-        client: a synchronous ``redis.Redis`` (a plain one, not instrumented by us).
+        client: a synchronous ``redis.Redis`` or ``redis.cluster.RedisCluster`` (a plain one,
+            not instrumented by us).
         stream: the stream key.
         maxlen: entries kept (>= 1); older ones are trimmed, counted in ``trimmed`` and in the
             ``resilience.dead_letters.dropped`` metric.
@@ -85,7 +92,7 @@ class RedisStreamDeadLetterQueue:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: redis.Redis | redis.cluster.RedisCluster,
         *,
         stream: str = "resilience:dead-letters",
         maxlen: int = 10_000,
