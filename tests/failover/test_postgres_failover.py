@@ -31,7 +31,6 @@ from .workload import Ledger, Switch, async_writers
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.failover,
-    pytest.mark.slow,
     pytest.mark.anyio,
     pytest.mark.skipif(find_postgres_bin() is None, reason="no PostgreSQL binaries"),
 ]
