@@ -7,7 +7,8 @@ view, like a closed sync breaker between syncs; each step the sync store would r
 scheduled as a task on the running event loop instead, and its reply adopted when it comes.
 Steps of one breaker are coalesced: while a sync is in flight, new counts wait for the next.
 
-Two things follow. A half-open probe slot is claimed in Redis before a call may use it: the
+Three things follow. A new breaker admits calls as closed until its first view arrives (one
+round trip). A half-open probe slot is claimed in Redis before a call may use it: the
 first call that finds the reset timeout over schedules the claim and is refused with
 ``retry_after=0``; the next call runs as the probe once the claim was granted (at most
 ``half_open_max_calls`` across all processes, as with the sync store). And a state change
