@@ -220,6 +220,28 @@ def test_redis_transaction_refused_with_readonly_is_resent_whole(pair: Pair, ote
     new.close()
 
 
+def test_redis_plain_pipeline_refused_with_readonly_is_not_resent(pair: Pair, otel: Otel) -> None:
+    """A plain pipeline's commands run one by one (a replica takes PUBLISH, reads): after
+    READONLY it is not resent, but its connections are still retired and it is counted."""
+    heard = OnFailover(pair.switch)
+    client = instrument(
+        redis.Redis(host="127.0.0.1", port=pair.proxy.port), policy=policy("cache"),
+        observers=[heard], meter_provider=otel.meter_provider,
+    )  # fmt: skip
+    warm(client, 1)
+    pipe = client.pipeline(transaction=False)
+    pipe.publish("events", "sent").incr("a")
+    with pytest.raises(redis.exceptions.ReadOnlyError):
+        pipe.execute()
+    assert heard.heard == ["READONLY"]
+    assert otel.failovers() == {("cache", "redis"): 1}
+    assert roles_of_pool(client, 1) == ["master"]  # the next command goes to the new primary
+    new = redis.Redis(host=pair.new.host, port=pair.new.port)
+    assert new.get("a") is None
+    client.close()
+    new.close()
+
+
 @pytest.mark.anyio
 async def test_async_redis_write_refused_with_readonly_is_resent_on_a_fresh_connection(
     pair: Pair, otel: Otel

@@ -29,6 +29,7 @@ from resilience_otel import (
 from resilience_otel._clients.dbshell import DbShell
 from resilience_otel._clients.postgres.failover import honour_retired_mark
 from resilience_otel._clients.redis.guard import Guard
+from resilience_otel._clients.redis.pipeline import honour_pipeline_marks
 from resilience_otel._core.engine import Attempt
 from resilience_otel._telemetry import semconv as sc
 from resilience_otel.asyncpg import classify_postgres
@@ -125,6 +126,18 @@ def test_retired_mark_makes_a_failover_final() -> None:
     failure = classify(None, error)
     assert failure is not None
     assert (failure.error_class, failure.resendable) == (F, False)
+
+
+def test_a_plain_pipeline_failover_counts_as_sent() -> None:
+    """A plain pipeline's error is marked: its failover stays FAILOVER but counts as sent
+    (other commands of the pipeline may have run); an unmarked one stays unsent."""
+    classify = honour_pipeline_marks(classify_redis)
+    assert classify(None, rex.ReadOnlyError("x")) == failover_of("READONLY")
+    error = rex.ReadOnlyError("x")
+    error._resilience_pipeline_ran = True  # type: ignore[attr-defined]
+    failure = classify(None, error)
+    assert failure is not None
+    assert (failure.error_class, failure.sent) == (F, True)
 
 
 # -- through the engine --------------------------------------------------------------------------

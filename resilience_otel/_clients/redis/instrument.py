@@ -10,6 +10,8 @@ from typing import Any, TypeVar
 import redis
 import redis.asyncio
 from redis import exceptions as rex
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.cluster import RedisCluster
 
 from ..._config.policy import Policy
 from ..._core.breaker import CircuitBreaker
@@ -23,6 +25,7 @@ from ..._shared.breaker_store import RedisBreakerStore, SharedCircuitBreaker
 from ..._telemetry.events import Observer
 from ..arguments import check_shell_args
 from ..dbshell import DbShell
+from .cluster import instrument_cluster
 from .deadline import (
     bound_commands,
     bound_handshakes,
@@ -38,7 +41,7 @@ from .guard import (
     in_single_try,
     retiring_async,
 )
-from .pipeline import guard_pipeline_async, guard_pipeline_sync
+from .pipeline import guard_pipeline_async, guard_pipeline_sync, honour_pipeline_marks
 from .pubsub import guard_pubsub_async, guard_pubsub_sync
 from .retry import retry_layer, scope_pool_retry
 
@@ -52,7 +55,7 @@ __all__ = [
     "instrument",
 ]
 
-ClientT = TypeVar("ClientT", redis.Redis, redis.asyncio.Redis)
+ClientT = TypeVar("ClientT", redis.Redis, redis.asyncio.Redis, RedisCluster, AsyncRedisCluster)
 
 _CRITICAL_REPLIES = ("MISCONF", "OOM")
 _FAILOVER_REPLIES = ("READONLY", "MASTERDOWN", "LOADING")
@@ -150,7 +153,9 @@ def instrument(
     clock: Clock = SYSTEM_CLOCK,
     rng: random.Random | None = None,
 ) -> ClientT:
-    """Make ``client`` (``redis.Redis`` or ``redis.asyncio.Redis``) resilient, in place.
+    """Make ``client`` (``redis.Redis``, ``redis.asyncio.Redis`` or a cluster client,
+    ``redis.cluster.RedisCluster`` or ``redis.asyncio.cluster.RedisCluster``) resilient, in
+    place (for a cluster client see ``resilience_otel._clients.redis.cluster``).
 
     Args:
         client: the client to guard; it is returned for chaining.
@@ -169,6 +174,14 @@ def instrument(
             each attempt; ``None`` (default) keeps redis-py's when it was set explicitly or the
             policy does not retry. Clients sharing the connection pool are never changed.
     """
+    if isinstance(client, RedisCluster | AsyncRedisCluster):  # the cluster shell: .cluster
+        return instrument_cluster(
+            client, policy=policy, idempotent_commands=idempotent_commands,
+            classifier=classifier, breaker=breaker, dead_letters=dead_letters,
+            observers=observers, tracer_provider=tracer_provider, meter_provider=meter_provider,
+            keep_client_retry=keep_client_retry, clock=clock, rng=rng,
+            base_classifier=classify_redis, reject_as=_reject_as_redis_error,
+        )  # fmt: skip
     check_type(
         "instrument(client=...)", client, (redis.Redis, redis.asyncio.Redis),
         "a redis.Redis or redis.asyncio.Redis",
@@ -188,7 +201,7 @@ def instrument(
 
     def make_shell(policy: Policy, given: CircuitBreaker | None) -> DbShell:
         return DbShell(
-            policy, system="redis", classify=classifier or classify_redis,
+            policy, system="redis", classify=honour_pipeline_marks(classifier or classify_redis),
             reject_as=_reject_as_redis_error, server=(host, port), namespace=db,
             breaker=given or breaker, dead_letters=dead_letters, observers=observers,
             tracer_provider=tracer_provider, meter_provider=meter_provider, clock=clock,

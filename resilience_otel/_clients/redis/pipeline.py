@@ -7,18 +7,53 @@ keys (``pipe.watch(k)``), redis-py runs commands at once on the pipeline's own c
 as does the ``execute()`` that ends the WATCH, because a reconnect loses the WATCH (a resend
 would run unguarded by it). A pipeline that is not a transaction and holds blocking commands
 may take their block times on top of the attempt timeout (inside ``MULTI`` nothing blocks).
+
+A failover (``READONLY``) refuses a whole transaction (``EXECABORT``: nothing ran), so it is
+resent like a single command. A plain pipeline's commands run one by one: those a replica
+accepts (reads, ``PUBLISH``) or those that ran before a demotion took effect did run, so its
+failure counts as sent (resent only when every command may be).
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 from typing import Any
 
+from ..._core.classify import Failure
+from ..._core.engine import Classifier
 from ..._telemetry import semconv as sc
 from .blocking import pipeline_block
 from .deadline import bound_commands
 from .guard import Guard, in_single_try, retiring_async
 
-__all__ = ["guard_pipeline_async", "guard_pipeline_sync"]
+__all__ = ["guard_pipeline_async", "guard_pipeline_sync", "honour_pipeline_marks"]
+
+# Set on the error of a plain (non-transaction) pipeline: some of its commands may have run.
+_RAN_MARK = "_resilience_pipeline_ran"
+
+
+def _mark_ran(error: BaseException) -> None:
+    with contextlib.suppress(AttributeError, TypeError):
+        setattr(error, _RAN_MARK, True)
+
+
+def honour_pipeline_marks(classify: Classifier) -> Classifier:
+    """``classify``, with the failure of a plain pipeline counted as sent (see the module
+    docstring): a refusal of one of its commands says nothing about the others."""
+
+    def classify_pipeline(value: Any, error: Exception | None) -> Failure | None:
+        failure = classify(value, error)
+        if failure is None or failure.sent or not getattr(error, _RAN_MARK, False):
+            return failure
+        return dataclasses.replace(failure, sent=True)
+
+    return classify_pipeline
+
+
+def _explicit(pipe: Any) -> bool:
+    """Whether ``pipe.multi()`` made a plain pipeline a transaction."""
+    return getattr(pipe, "explicit_transaction", False) is True
 
 
 def _block_of(guard: Guard, args: tuple[Any, ...]) -> float | None:
@@ -44,11 +79,18 @@ def guard_pipeline_sync(pipe: Any, guard: Guard) -> None:
     def guarded_execute(raise_on_error: bool = True) -> Any:
         stack = list(pipe.command_stack)  # execute() empties it; each attempt needs it
 
+        # Read before execute(): its reset() clears explicit_transaction (set by multi()).
+        transaction = getattr(pipe, "transaction", False) is True or _explicit(pipe)
+
         def run(raise_on_error: bool) -> Any:
             pipe.command_stack = list(stack)
-            return execute(raise_on_error)
+            try:
+                return execute(raise_on_error)
+            except Exception as error:
+                if not transaction:
+                    _mark_ran(error)
+                raise
 
-        transaction = getattr(pipe, "transaction", False) is True
         op, replayable, block, extra = _describe(guard, stack, transaction)
         return guard.run_sync(
             op, run, (raise_on_error,), {}, replayable=replayable, block=block,
@@ -75,11 +117,18 @@ def guard_pipeline_async(pipe: Any, guard: Guard) -> None:
     async def guarded_execute(raise_on_error: bool = True) -> Any:
         stack = list(pipe.command_stack)  # execute() empties it; each attempt needs it
 
+        transaction = pipe.is_transaction is True or _explicit(pipe)  # before execute()
+
         async def run(raise_on_error: bool) -> Any:
             pipe.command_stack = list(stack)
-            return await execute(raise_on_error)
+            try:
+                return await execute(raise_on_error)
+            except Exception as error:
+                if not transaction:
+                    _mark_ran(error)
+                raise
 
-        op, replayable, block, extra = _describe(guard, stack, pipe.is_transaction)
+        op, replayable, block, extra = _describe(guard, stack, transaction)
         return await guard.run_async(
             op, run, (raise_on_error,), {}, replayable=replayable, block=block,
             once=bool(pipe.watching), extra=extra,
