@@ -6,6 +6,8 @@ failed expectation, a scenario checks them all and fails once, listing each.
 
 from __future__ import annotations
 
+from resilience_otel._telemetry import semconv
+
 from .conftest import RECOVERY_BOUND, Otel
 from .servers import admin, wait_until
 from .workload import Ledger, Switch, error_kinds
@@ -70,8 +72,30 @@ def check_recovery(
     )
 
 
-def check_telemetry(checks: Checks, otel: Otel, system: str, error_type: str | None) -> None:
-    """The failover was counted and shows as a span event naming the database system."""
+def check_telemetry(
+    checks: Checks, otel: Otel, ledger: Ledger, system: str, error_type: str | None
+) -> None:
+    """The failover was counted and shows as a span event naming the database system, and
+    ``resilience_calls_total`` tells what the callers saw: one success per acknowledged write,
+    one failure or rejection per failed call, refusals under ``error_class="failover"``."""
+    calls = semconv.CALLS[0]
+    succeeded = otel.counter_total(calls, outcome="success")
+    checks.expect(
+        succeeded == len(ledger.acked),
+        f"{succeeded} successful calls counted, {len(ledger.acked)} writes acknowledged",
+    )
+    failed = otel.counter_total(calls, outcome="failure")
+    failed += otel.counter_total(calls, outcome="rejected")
+    failures = ledger.failures
+    checks.expect(
+        failed == len(failures), f"{failed} failed calls counted, {len(failures)} writes failed"
+    )
+    refused = otel.counter_total(calls, outcome="failure", error_class="failover")
+    other = [w for w in failures if not w.error or not w.error.startswith("CircuitOpenError")]
+    checks.expect(
+        refused == len(other),
+        f"{refused} calls counted as failover failures, {len(other)} writes refused",
+    )
     counted = otel.failovers()
     checks.expect(counted > 0, f"resilience_failovers_total is {counted}, expected > 0")
     events = otel.failover_events()

@@ -90,18 +90,29 @@ class Otel:
             if event.name == FAILOVER_EVENT
         ]
 
-    def counter_total(self, metric: str) -> float:
-        """Sum of every point of the counter ``metric`` (0 when it was never recorded)."""
+    def counter_points(self, metric: str) -> list[tuple[dict[str, Any], float]]:
+        """``(attributes, value)`` of every point of the counter ``metric``."""
         data = self.reader.get_metrics_data()
-        total = 0.0
+        found: list[tuple[dict[str, Any], float]] = []
         if data is None:
-            return total
+            return found
         for resource in data.resource_metrics:
             for scope in resource.scope_metrics:
                 for item in scope.metrics:
                     if item.name == metric:
-                        total += sum(getattr(p, "value", 0) for p in item.data.data_points)
-        return total
+                        found.extend(
+                            (dict(p.attributes or {}), getattr(p, "value", 0))
+                            for p in item.data.data_points
+                        )
+        return found
+
+    def counter_total(self, metric: str, **attributes: str) -> float:
+        """Sum of the points of the counter ``metric`` that carry ``attributes``."""
+        return sum(
+            value
+            for point, value in self.counter_points(metric)
+            if all(point.get(key) == wanted for key, wanted in attributes.items())
+        )
 
     def failovers(self) -> float:
         """How many failovers the package counted."""

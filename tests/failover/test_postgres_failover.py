@@ -192,8 +192,8 @@ async def run_scenario(
         checks = Checks(scenario)
         await check_rows(checks, old, new, ledger)
         check_recovery(checks, ledger, switch)
+        check_telemetry(checks, otel, ledger, "postgresql", "25006")  # before more calls
         await check_pool(checks, pool, old, new)
-        check_telemetry(checks, otel, "postgresql", "25006")
         checks.verify()
 
 

@@ -83,7 +83,7 @@ def verify(
     check_redis(checks, pair.primary.port, ledger)
     check_recovery(checks, ledger, switch, breaker_opens=breaker_opens)
     check_retired(checks, pair.replica.port)
-    check_telemetry(checks, otel, "redis", "READONLY")
+    check_telemetry(checks, otel, ledger, "redis", "READONLY")
     checks.verify()
 
 

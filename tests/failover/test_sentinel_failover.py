@@ -41,7 +41,7 @@ def verify(scenario: str, sentinels: Sentinels, ledger: Ledger, switch: Switch, 
     check_recovery(checks, ledger, switch)
     check_retired(checks, pair.replica.port)
     # redis-py reports the refusal as a ConnectionError, so no error.type is asserted here
-    check_telemetry(checks, otel, "redis", None)
+    check_telemetry(checks, otel, ledger, "redis", None)
     checks.verify()
 
 
