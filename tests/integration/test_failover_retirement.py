@@ -439,3 +439,25 @@ async def test_bare_connection_is_terminated_and_the_error_raised(
     assert raw.is_closed()
     assert otel.failovers() == {("orders", "postgresql"): 1}
     assert await count_events(pg.dsn) == 0
+
+
+@needs_postgres
+@pytest.mark.anyio
+async def test_borrowed_connection_is_terminated_and_its_pool_expired(
+    pg: PostgresServer, otel: Otel
+) -> None:
+    """A connection borrowed with acquire() is in the caller's hands: after 25006 it is
+    terminated, the error raised at once, and the pool's other connections replaced."""
+    raw = await asyncpg.create_pool(pg.dsn, min_size=2, max_size=2)
+    clock = BeforeRetry(lambda: set_read_only(pg.dsn, False))
+    pool = wrap(raw, policy=policy("orders"), clock=clock, meter_provider=otel.meter_provider)
+    before = await backend_pids(raw, 2)
+    await set_read_only(pg.dsn, True)
+    with pytest.raises(pgx.ReadOnlySQLTransactionError):
+        async with pool.acquire() as connection:
+            await connection.execute("INSERT INTO events VALUES (1)")
+    assert clock.waits == 0
+    await set_read_only(pg.dsn, False)
+    assert not (await backend_pids(raw, 2)) & before
+    assert otel.failovers() == {("orders", "postgresql"): 1}
+    await raw.close()

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import contextvars
 import dataclasses
+import logging
 import math
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any, TypeVar
@@ -46,6 +47,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+_log = logging.getLogger("resilience_otel")
 
 READ_ONLY_COMMANDS: frozenset[str] = frozenset(
     """
@@ -245,12 +247,15 @@ class Guard:
         if not self.failed_over(error):
             return
         held = getattr(holder, "connection", None)
-        for connection in (conn, None if held is conn else held):
-            if connection is not None:
-                connection.disconnect()
-        pool = getattr(holder, "connection_pool", None)
-        if pool is not None:
-            pool.disconnect(inuse_connections=False)
+        try:
+            for connection in (conn, None if held is conn else held):
+                if connection is not None:
+                    connection.disconnect()
+            pool = getattr(holder, "connection_pool", None)
+            if pool is not None:
+                pool.disconnect(inuse_connections=False)
+        except Exception:  # the caller's error matters more; a broken socket is closed anyway
+            _log.debug("retiring connections after a failover failed", exc_info=True)
 
     async def retire_async(self, holder: Any, error: Exception) -> None:
         """:meth:`retire_sync` for ``redis.asyncio``: the failing connection is back in the
@@ -258,11 +263,14 @@ class Guard:
         if not self.failed_over(error):
             return
         connection = getattr(holder, "connection", None)
-        if connection is not None:
-            await connection.disconnect()
-        pool = getattr(holder, "connection_pool", None)
-        if pool is not None:
-            await pool.disconnect(inuse_connections=False)
+        try:
+            if connection is not None:
+                await connection.disconnect()
+            pool = getattr(holder, "connection_pool", None)
+            if pool is not None:
+                await pool.disconnect(inuse_connections=False)
+        except Exception:  # the caller's error matters more (a close may time out)
+            _log.debug("retiring connections after a failover failed", exc_info=True)
 
     # -- running (paths other than a plain command's) --------------------------------------
     def run_sync(
