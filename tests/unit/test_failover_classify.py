@@ -28,7 +28,7 @@ from resilience_otel import (
 )
 from resilience_otel._clients.dbshell import DbShell
 from resilience_otel._clients.postgres.failover import honour_retired_mark
-from resilience_otel._clients.redis.guard import Guard
+from resilience_otel._clients.redis.guard import Guard, retiring_async, retiring_sync
 from resilience_otel._clients.redis.pipeline import honour_pipeline_marks
 from resilience_otel._core.engine import Attempt
 from resilience_otel._telemetry import semconv as sc
@@ -38,6 +38,12 @@ from resilience_otel.testing import FakeClock
 
 F = ErrorClass.FAILOVER
 SERVICE = "cache"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Async tests run on asyncio."""
+    return "asyncio"
 
 
 def failover_of(code: str) -> Failure:
@@ -341,3 +347,73 @@ def test_other_failures_retire_nothing(otel: Otel) -> None:
     holder = Holder(conn, FakePool())
     guard.retire_sync(holder, rex.ResponseError("WRONGTYPE x"), conn)
     assert (conn.disconnects, holder.connection_pool.calls) == (0, [])
+
+
+def test_a_pubsub_command_failing_over_retires_its_connection(otel: Otel) -> None:
+    """A pub/sub's own connection is disconnected when its command fails over, and the
+    error still reaches the caller."""
+    guard = make_guard(otel)
+    held = FakeConnection()
+    holder = Holder(held, FakePool())
+
+    def subscribe(*args: Any) -> None:
+        raise rex.BusyLoadingError("Redis is loading the dataset in memory")
+
+    with pytest.raises(rex.BusyLoadingError):
+        retiring_sync(subscribe, guard, holder)("SUBSCRIBE", "events")
+    assert (held.disconnects, holder.connection_pool.calls) == (1, [False])
+
+
+class AsyncFakeConnection:
+    """Counts awaited disconnects; the first may fail."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.disconnects = 0
+        self.fail = fail
+
+    async def disconnect(self) -> None:
+        self.disconnects += 1
+        if self.fail:
+            raise TimeoutError("Timed out closing connection")
+
+
+class AsyncFakePool:
+    """Records awaited disconnect(inuse_connections=...) calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[bool] = []
+
+    async def disconnect(self, inuse_connections: bool = True) -> None:
+        self.calls.append(inuse_connections)
+
+
+@pytest.mark.anyio
+async def test_async_failover_retires_held_and_idle_connections(otel: Otel) -> None:
+    """redis.asyncio: the held connection and the pool's idle ones are disconnected
+    (awaited) before the error is re-raised."""
+    guard = make_guard(otel)
+    holder = type("H", (), {})()
+    holder.connection = AsyncFakeConnection()
+    holder.connection_pool = AsyncFakePool()
+
+    async def incr(*args: Any) -> int:
+        raise rex.ReadOnlyError("You can't write against a read only replica.")
+
+    with pytest.raises(rex.ReadOnlyError):
+        await retiring_async(incr, guard, holder, single=True)("INCR", "n")
+    assert (holder.connection.disconnects, holder.connection_pool.calls) == (1, [False])
+
+
+@pytest.mark.anyio
+async def test_a_failing_close_does_not_hide_the_error(otel: Otel) -> None:
+    """A close that times out during retirement is logged; the caller gets READONLY."""
+    guard = make_guard(otel)
+    holder = type("H", (), {})()
+    holder.connection = AsyncFakeConnection(fail=True)
+    holder.connection_pool = AsyncFakePool()
+
+    async def incr(*args: Any) -> int:
+        raise rex.ReadOnlyError("x")
+
+    with pytest.raises(rex.ReadOnlyError):
+        await retiring_async(incr, guard, holder, single=False)("INCR", "n")
