@@ -157,6 +157,12 @@ class RedisClusterServers:
                     return int(fields[1].split("@")[0].rsplit(":", 1)[1])
         raise LookupError(f"no primary serves slot {slot}")
 
+    def kill(self, port: int) -> None:
+        """Kill node ``port`` (SIGKILL, as a crash would) and wait until it is gone."""
+        process = self._processes[self.ports.index(port)]
+        process.kill()
+        process.wait()
+
     def failover(self, replica: int) -> None:
         """``CLUSTER FAILOVER`` on ``replica``; wait until it is a primary every node agrees on."""
         assert self.cli(replica, "CLUSTER", "FAILOVER") == "OK"
