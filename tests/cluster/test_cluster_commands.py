@@ -179,3 +179,27 @@ async def test_async_cluster_client_commands_and_pipelines(
         assert otel.points("resilience.retries") == []
     finally:
         await client.aclose()
+
+
+@pytest.mark.parametrize("transaction", [False, True])
+def test_a_pipeline_refused_at_connect_is_resent_whole_and_runs_once(
+    client: Any, otel: Otel, transaction: bool
+) -> None:
+    """A pipeline (or transaction) whose first attempt could not connect is resent with its
+    commands (and a transaction's slot) intact; its INCR is applied once."""
+    tag = uuid.uuid4().hex
+    pipe = client.pipeline(transaction=transaction)
+    strategy = pipe._execution_strategy
+    run = strategy.execute
+    failures = [redis.exceptions.ConnectionError("Error 111 connecting to 127.0.0.1:1.")]
+
+    def refused_once(*args: Any, **kwargs: Any) -> Any:
+        if failures:  # ClusterPipeline.execute() then resets the queue and slots, as always
+            raise failures.pop()
+        return run(*args, **kwargs)
+
+    strategy.execute = refused_once
+    pipe.incr(f"{{{tag}}}n").get(f"{{{tag}}}n")
+    assert pipe.execute() == [1, b"1"]
+    assert client.get(f"{{{tag}}}n") == b"1"
+    assert sum(point.value for _, point in otel.points("resilience.retries")) == 1
