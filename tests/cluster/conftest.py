@@ -59,11 +59,11 @@ class Otel:
         }
 
 
-def policy(*, max_attempts: int = 3) -> Policy:
+def policy(*, max_attempts: int = 3, call_timeout: float = 5.0) -> Policy:
     """Fast retries, a breaker that does not trip in these tests."""
     return Policy(
         service=SERVICE,
-        breaker=BreakerConfig(failure_threshold=1000, call_timeout=5.0),
+        breaker=BreakerConfig(failure_threshold=1000, call_timeout=call_timeout),
         retry=RetryConfig(max_attempts=max_attempts, base_delay=0.01, max_delay=0.05, budget=None),
     )
 

@@ -203,3 +203,24 @@ def test_a_pipeline_refused_at_connect_is_resent_whole_and_runs_once(
     assert pipe.execute() == [1, b"1"]
     assert client.get(f"{{{tag}}}n") == b"1"
     assert sum(point.value for _, point in otel.points("resilience.retries")) == 1
+
+
+def test_a_paused_node_is_cut_at_the_attempt_timeout_on_the_sync_client(
+    cluster: RedisClusterServers, otel: Otel
+) -> None:
+    """With the key's primary paused (CLIENT PAUSE 1.5 s), a GET with call_timeout=0.3 fails
+    as a timeout well before the pause ends; once it ends, the client works again."""
+    client: Any = redis.cluster.RedisCluster(host="127.0.0.1", port=cluster.ports[0])
+    instrument(client, policy=policy(max_attempts=1, call_timeout=0.3), **otel.providers)
+    key = uuid.uuid4().hex
+    client.set(key, "v")
+    owner = cluster.primary_of_slot(client.keyslot(key))
+    assert cluster.cli(owner, "CLIENT", "PAUSE", "1500", "ALL") == "OK"
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        client.get(key)
+    took = time.monotonic() - started
+    assert took < 1.0, took
+    time.sleep(1.6 - took)
+    assert client.get(key) == b"v"
+    client.close()

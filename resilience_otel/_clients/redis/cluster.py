@@ -6,6 +6,10 @@ slot, follows ``MOVED``/``ASK`` redirects and waits out ``TRYAGAIN`` (those neve
 engine, so they are never counted as failures nor retried by us); its outer retry after
 connection errors, timeouts and ``CLUSTERDOWN`` is ours by default (:mod:`.cluster_retry`).
 
+Attempt deadlines: the asyncio client's attempts are cancelled at ``call_timeout``; on the sync
+client the sockets of the node being read are cut to the attempt's time left, as on a single
+server (:mod:`.cluster_deadline`).
+
 The span names the node that answered: each attempt notes the node redis-py sent the command
 to (``_execute_command(target_node, ...)``) and, on redis-py versions that report it
 (``_record_command_metric``, redis-py 8), the node that finally replied after redirects; when
@@ -40,9 +44,10 @@ from ..._telemetry import semconv as sc
 from ..._telemetry.events import Observer
 from ..arguments import check_shell_args
 from ..dbshell import DbShell
+from .cluster_deadline import bound_cluster
 from .cluster_pipeline import guard_cluster_pipeline
 from .cluster_retry import cluster_classifier, cluster_retry_layer, scope_cluster_retry
-from .deadline import redis_timed_out
+from .deadline import redis_timed_out, run_until
 from .guard import Guard, idempotent_block, in_single_try, in_single_try_async
 
 __all__ = ["ClusterClient", "instrument_cluster", "is_cluster"]
@@ -136,6 +141,7 @@ def _attach(
     if isinstance(client, AsyncRedisCluster):
         _patch_async(client, guard)
     else:
+        bound_cluster(client, policy)
         _patch_sync(client, guard)
     setattr(client, "_resilience_guard", guard)  # noqa: B010 (marks the client as guarded)
 
@@ -268,13 +274,14 @@ def _patch_sync(client: RedisCluster, guard: Guard) -> None:
                 op, call, args, options, replayable=safe or idempotent_block.get(), block=seconds
             )
 
-        def attempt(_: Attempt) -> Any:
-            return call(*args, **options)
+        def attempt(step: Attempt) -> Any:
+            return run_until(step, call, args, options)
 
         return guard.shell.run_sync(op, attempt, replayable=safe or idempotent_block.get())
 
     def guarded_pipeline(transaction: Any = None, shard_hint: Any = None) -> Any:
         pipe = make_pipeline(transaction, shard_hint)
+        bound_cluster(pipe, guard.policy)
         guard_cluster_pipeline(pipe, guard, asynchronous=False)
         return pipe
 
