@@ -27,6 +27,7 @@ from resilience_otel import (
     RetryConfig,
 )
 from resilience_otel._clients.dbshell import DbShell
+from resilience_otel._clients.postgres.client import _dsn_parts
 from resilience_otel._clients.postgres.failover import honour_retired_mark
 from resilience_otel._clients.redis.guard import Guard, retiring_async, retiring_sync
 from resilience_otel._clients.redis.pipeline import honour_pipeline_marks
@@ -417,3 +418,18 @@ async def test_a_failing_close_does_not_hide_the_error(otel: Otel) -> None:
 
     with pytest.raises(rex.ReadOnlyError):
         await retiring_async(incr, guard, holder, single=False)("INCR", "n")
+
+
+# -- multi-host DSNs (how failover setups name their primary) ------------------------------------
+@pytest.mark.parametrize(
+    ("dsn", "parts"),
+    [
+        ("postgresql://app@10.0.0.1:5432,10.0.0.2:5433/shop", ("10.0.0.1", 5432, "shop")),
+        ("postgresql://app:secret@db.internal/shop", ("db.internal", None, "shop")),
+        ("postgresql://[::1]:5433/shop", ("::1", 5433, "shop")),
+        ("postgresql:///shop?host=/run/postgresql", (None, None, "shop")),
+    ],
+)
+def test_a_pool_dsn_names_its_first_host(dsn: str, parts: tuple[Any, ...]) -> None:
+    """A pool's span attributes come from its DSN; a multi-host one names its first host."""
+    assert _dsn_parts(dsn) == parts

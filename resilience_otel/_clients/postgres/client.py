@@ -79,15 +79,36 @@ def _server_of(target: Any) -> tuple[str, int | None, str | None]:
     if isinstance(target, asyncpg.Pool):
         kwargs = getattr(target, "_connect_kwargs", None) or {}
         args = getattr(target, "_connect_args", None) or ()
-        parts = urlsplit(args[0]) if args and isinstance(args[0], str) else None
-        host = kwargs.get("host") or (parts.hostname if parts else None) or "localhost"
-        port = kwargs.get("port") or (parts.port if parts else None)
-        database = kwargs.get("database") or (parts.path.lstrip("/") if parts else None)
+        dsn = args[0] if args and isinstance(args[0], str) else None
+        dsn_host, dsn_port, dsn_database = _dsn_parts(dsn) if dsn else (None, None, None)
+        host = _first(kwargs.get("host")) or dsn_host or "localhost"
+        port = _first(kwargs.get("port")) or dsn_port
+        database = kwargs.get("database") or dsn_database
         return str(host), int(port) if port else None, database or None
     address = target._addr
     if isinstance(address, tuple):
         return str(address[0]), int(address[1]), target._params.database
     return str(address), None, target._params.database
+
+
+def _first(value: Any) -> Any:
+    """The first of several hosts or ports (a multi-host pool names its first one)."""
+    if isinstance(value, list | tuple):
+        return value[0] if value else None
+    return value
+
+
+def _dsn_parts(dsn: str) -> tuple[str | None, int | None, str | None]:
+    """Host, port and database of a DSN; of a multi-host one
+    (``postgresql://u@a:5432,b:5433/db``), the first host's."""
+    parts = urlsplit(dsn)
+    first = parts.netloc.rpartition("@")[2].split(",", 1)[0]
+    if first.startswith("["):  # [IPv6]:port
+        host, _, rest = first[1:].partition("]")
+        port = rest.removeprefix(":")
+    else:
+        host, _, port = first.partition(":")
+    return host or None, int(port) if port.isdigit() else None, parts.path.lstrip("/") or None
 
 
 class _Queries:
