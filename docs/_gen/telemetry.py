@@ -4,13 +4,15 @@ Names, units and descriptions come from the names module (``_telemetry/semconv.p
 kind of instrument each metric is, which labels it carries, what the Prometheus exporter calls
 it, and which attributes spans and events hold are observed, not restated: a short workload
 runs the real clients against in-process fakes (an httpx mock transport, a refused Redis
-port) with the OTel SDK's in-memory reader and span exporter and the Prometheus exporter.
+port, a fake Redis replica refusing writes with ``READONLY``) with the OTel SDK's in-memory
+reader and span exporter and the Prometheus exporter.
 """
 
 from __future__ import annotations
 
 import contextlib
 import socket
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,6 +111,26 @@ def _http_workload(tracer: TracerProvider, meter: MeterProvider) -> list[object]
     return [transport, storage, monitor]  # the state gauges report live breakers only
 
 
+@contextlib.contextmanager
+def _readonly_replica() -> Iterator[int]:
+    """A fake Redis node that is no longer the primary: every command gets ``READONLY``."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = listener.accept()
+                with conn:
+                    while conn.recv(65536):
+                        conn.sendall(b"-READONLY You can't write against a read only replica.\r\n")
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield int(listener.getsockname()[1])
+    finally:
+        listener.close()
+
+
 def _redis_workload(tracer: TracerProvider, meter: MeterProvider) -> list[object]:
     policy = resilience_otel.Policy(
         service="cache",
@@ -123,7 +145,17 @@ def _redis_workload(tracer: TracerProvider, meter: MeterProvider) -> list[object
     with contextlib.suppress(redis.exceptions.ConnectionError):
         client.get("docs:telemetry")
     client.close()
-    return [client]
+    with _readonly_replica() as port:  # a failover: the write is refused, retried, refused
+        replica = resilience_otel.redis.instrument(
+            redis.Redis(port=port, socket_timeout=1, lib_name=None, lib_version=None),
+            policy=policy,
+            tracer_provider=tracer,
+            meter_provider=meter,
+        )
+        with contextlib.suppress(redis.exceptions.ReadOnlyError):
+            replica.set("docs:telemetry", "1")
+        replica.close()
+    return [client, replica]
 
 
 def _kind(data: Any) -> str:
