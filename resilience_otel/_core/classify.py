@@ -63,8 +63,9 @@ class Failure:
         kind: what kind of failure it was.
         retry_after: seconds the upstream asked us to wait (``Retry-After``), if it did.
         sent: False only when the request certainly had no effect: it never reached the
-            upstream (connection refused, pool timeout) or the upstream rolled it back
-            (a serialization failure). That makes even non-idempotent requests safe to resend.
+            upstream (connection refused, pool timeout), the upstream refused it before running
+            it (a failover) or rolled it back (a serialization failure). That makes even
+            non-idempotent requests safe to resend.
         error_type: a short, low-cardinality name of the failure (an exception class name,
             an HTTP status code, a Redis reply code or a SQLSTATE), used as ``error.type``.
         resendable: False when nothing is left to resend on (a bare database connection
