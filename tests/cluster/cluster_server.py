@@ -160,7 +160,8 @@ class RedisClusterServers:
     def kill(self, port: int) -> None:
         """Kill node ``port`` (SIGKILL, as a crash would) and wait until it is gone."""
         process = self._processes[self.ports.index(port)]
-        process.kill()
+        if process.poll() is None:
+            process.kill()
         process.wait()
 
     def failover(self, replica: int) -> None:

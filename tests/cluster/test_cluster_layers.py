@@ -85,3 +85,25 @@ def test_other_replies_keep_the_standalone_classification() -> None:
     """A WRONGTYPE reply stays permanent on a cluster client."""
     error = rex.ResponseError("WRONGTYPE Operation against a key holding the wrong kind")
     assert classify(None, error) == classify_redis(None, error)
+
+
+def test_a_cluster_with_no_reachable_node_is_a_transient_connection_failure() -> None:
+    """redis-py's "cannot be connected" after a refused connect: transient, counted by the
+    breaker, and not sent (the command never left)."""
+    refused = rex.ConnectionError("Error 111 connecting to 127.0.0.1:7000. Connection refused.")
+    error = rex.RedisClusterException(
+        f"Redis Cluster cannot be connected. Please provide at least one reachable node: {refused}"
+    )
+    error.__context__ = refused  # raised while handling the refused connect, as redis-py does
+    failure = classify(None, error)
+    assert failure is not None
+    assert (failure.error_class, failure.counts_as_failure, failure.sent) == (
+        ErrorClass.TRANSIENT, True, False,
+    )  # fmt: skip
+
+
+def test_other_cluster_client_errors_stay_permanent() -> None:
+    """A client-side cluster error that is not about reachability stays permanent."""
+    failure = classify(None, rex.RedisClusterException("Cluster mode is not enabled on this node"))
+    assert failure is not None
+    assert failure.error_class is ErrorClass.PERMANENT

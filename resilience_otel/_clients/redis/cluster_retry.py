@@ -50,9 +50,12 @@ def cluster_classifier(base: Classifier) -> Classifier:
     """The classifier of a cluster client: ``base`` (the standalone one), plus what a cluster
     refuses before running a command (``CLUSTERDOWN``, ``TRYAGAIN``, an uncovered slot, a
     redirect loop that ran out of hops): transient (or failover, if ``base`` says so) and
-    safe to resend, even a write."""
+    safe to resend, even a write; and a cluster none of whose nodes can be reached (redis-py's
+    ``RedisClusterException`` "cannot be connected"): a transient connection failure."""
 
     def classify(value: object, error: Exception | None) -> Failure | None:
+        if isinstance(error, rex.RedisClusterException) and _UNREACHABLE in str(error):
+            return _unreachable(error)
         failure = base(value, error)
         if failure is None or error is None or not _refused(error):
             return failure
@@ -63,6 +66,26 @@ def cluster_classifier(base: Classifier) -> Classifier:
         return Failure(error_class, kind, sent=False, error_type=failure.error_type)
 
     return classify
+
+
+_UNREACHABLE = "cannot be connected"  # redis-py: no node answered the topology refresh
+
+
+def _unreachable(error: Exception) -> Failure:
+    """No node of the cluster could be reached (its topology refresh failed): a connection
+    failure, not sent unless the command's own connection broke after sending it."""
+    cause = error.__cause__ or error.__context__
+    sent = cause is not None and not _connect_failure(cause)
+    return Failure(
+        ErrorClass.TRANSIENT, FailureKind.CONNECTION, sent=sent, error_type=type(error).__name__
+    )
+
+
+def _connect_failure(error: BaseException) -> bool:
+    # redis-py words connect failures "Error N connecting to host:port" / "Timeout connecting".
+    text = str(error)
+    refused = isinstance(error.__cause__ or error.__context__, ConnectionRefusedError)
+    return refused or "connecting to" in text or "Timeout connecting" in text
 
 
 def _refused(error: Exception) -> bool:
