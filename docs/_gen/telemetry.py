@@ -121,8 +121,9 @@ def _readonly_replica() -> Iterator[int]:
             while True:
                 conn, _ = listener.accept()
                 with conn:
-                    while conn.recv(65536):
-                        conn.sendall(b"-READONLY You can't write against a read only replica.\r\n")
+                    while data := conn.recv(65536):
+                        commands = sum(line.startswith(b"*") for line in data.split(b"\r\n"))
+                        conn.sendall(commands * b"-READONLY You can't write against a replica.\r\n")
 
     threading.Thread(target=serve, daemon=True).start()
     try:
@@ -147,7 +148,7 @@ def _redis_workload(tracer: TracerProvider, meter: MeterProvider) -> list[object
     client.close()
     with _readonly_replica() as port:  # a failover: the write is refused, retried, refused
         replica = resilience_otel.redis.instrument(
-            redis.Redis(port=port, socket_timeout=1, lib_name=None, lib_version=None),
+            redis.Redis(port=port, socket_timeout=1),
             policy=policy,
             tracer_provider=tracer,
             meter_provider=meter,
