@@ -4,6 +4,7 @@ under a command loop is survived with every acknowledged write applied exactly o
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 import uuid
@@ -224,3 +225,40 @@ def test_a_paused_node_is_cut_at_the_attempt_timeout_on_the_sync_client(
     time.sleep(1.6 - took)
     assert client.get(key) == b"v"
     client.close()
+
+
+@pytest.mark.anyio
+async def test_the_async_client_survives_a_cluster_failover_under_a_command_loop(
+    cluster: RedisClusterServers, otel: Otel
+) -> None:
+    """asyncio INCRs on every primary keep succeeding through a CLUSTER FAILOVER: each
+    acknowledged INCR applied once, no failure, no retry."""
+    client = redis.asyncio.cluster.RedisCluster(host="127.0.0.1", port=cluster.ports[0])
+    instrument(client, policy=policy(), **otel.providers)
+    keys: dict[int, str] = {}
+    while len(keys) < len(cluster.primaries()):
+        key = uuid.uuid4().hex
+        keys.setdefault(cluster.primary_of_slot(client.keyslot(key)), key)
+    acknowledged = dict.fromkeys(keys.values(), 0)
+    stop = asyncio.Event()
+
+    async def loop() -> None:
+        while not stop.is_set():
+            for key in keys.values():
+                await client.incr(key)
+                acknowledged[key] += 1
+
+    worker = asyncio.create_task(loop())
+    try:
+        await asyncio.sleep(0.2)
+        replica = cluster.replicas_of(next(iter(keys)))[0]
+        await asyncio.to_thread(cluster.failover, replica)
+        await asyncio.sleep(0.3)
+    finally:
+        stop.set()
+        await worker  # re-raises any error the loop met
+    assert {k: int(await client.get(k)) for k in keys.values()} == acknowledged
+    assert all(count > 0 for count in acknowledged.values())
+    assert set(otel.outcomes()) == {("success", "none")}
+    assert otel.points("resilience.retries") == []
+    await client.aclose()
