@@ -14,6 +14,13 @@ resent once rows reached the caller's output. :func:`run_in_transaction` reruns 
 transaction function on serialization failure (40001), deadlock (40P01) and connection loss
 before ``COMMIT``; a connection lost *during* ``COMMIT`` leaves the outcome unknown and is
 raised, never rerun.
+
+Failover: a server that is no longer the primary (25006 read-only transaction, 57P03 in
+recovery, 57P01 admin shutdown) refused the statement before running it. The connection is
+terminated and the pool told ``expire_connections()`` (never closed), and a pool statement or a
+:func:`run_in_transaction` function is resent, writes included, on a new connection. A
+connection the caller holds (a bare one, or one from ``acquire()``) is terminated and the error
+raised: reconnecting is the caller's.
 """
 
 from __future__ import annotations

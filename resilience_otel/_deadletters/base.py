@@ -42,7 +42,7 @@ class DeadLetter:
         operation: what was called, e.g. ``"POST https://api.example.com/v2/orders"``
             (credentials and sensitive query values redacted).
         reason: why it was dead-lettered.
-        error_class: ``"transient"``, ``"permanent"`` or ``"critical"``.
+        error_class: ``"transient"``, ``"permanent"``, ``"critical"`` or ``"failover"``.
         error_type: the exception class name or HTTP status code of the last attempt.
         message: a short description of the last failure.
         attempts: attempts made (0 when rejected by an open breaker).

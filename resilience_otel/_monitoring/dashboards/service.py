@@ -133,7 +133,7 @@ def _service_calls() -> list[PanelBuilder]:
         _timeseries(
             "Calls by outcome and error class",
             "Logical calls per second by outcome (success, failure, rejected) and error class "
-            "(transient, permanent, critical; none for successes and rejections).",
+            "(transient, permanent, critical, failover; none for successes and rejections).",
             "ops",
             _query(_rate(CALLS, ONE, "outcome, error_class"), "{{outcome}} / {{error_class}}"),
             stack=True,
