@@ -210,7 +210,8 @@ def test_a_paused_node_is_cut_at_the_attempt_timeout_on_the_sync_client(
     cluster: RedisClusterServers, otel: Otel
 ) -> None:
     """With the key's primary paused (CLIENT PAUSE 1.5 s), a GET with call_timeout=0.3 fails
-    as a timeout well before the pause ends; once it ends, the client works again."""
+    as a timeout well before the pause ends, its span naming that primary; once the pause
+    ends, the client works again."""
     client: Any = redis.cluster.RedisCluster(host="127.0.0.1", port=cluster.ports[0])
     instrument(client, policy=policy(max_attempts=1, call_timeout=0.3), **otel.providers)
     key = uuid.uuid4().hex
@@ -222,6 +223,7 @@ def test_a_paused_node_is_cut_at_the_attempt_timeout_on_the_sync_client(
         client.get(key)
     took = time.monotonic() - started
     assert took < 1.0, took
+    assert node_of(otel.spans()[-1]) == ("127.0.0.1", owner)  # the node it failed on
     time.sleep(1.6 - took)
     assert client.get(key) == b"v"
     client.close()

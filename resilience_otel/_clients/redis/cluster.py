@@ -14,7 +14,8 @@ The span names the node that answered: each attempt notes the node redis-py sent
 to (``_execute_command(target_node, ...)``) and, on redis-py versions that report it
 (``_record_command_metric``, redis-py 8), the node that finally replied after redirects; when
 exactly one node answered, the span's ``server.address``/``server.port`` are that node's
-(a fan-out over several nodes keeps the address the client was configured with).
+(a fan-out over several nodes keeps the address the client was configured with). A failed
+command's span names the node it failed on, when redis-py tells (``error.connection``).
 
 Pipelines (``client.pipeline()``, with or without ``transaction=True``) run as one operation,
 retried as a whole only when every command may be resent; a pipeline that WATCHes makes one
@@ -198,9 +199,16 @@ _reply_node: contextvars.ContextVar[tuple[str, int] | None] = contextvars.Contex
 )
 
 
+def _address(node: Any) -> tuple[str, int] | None:
+    """``(host, port)`` of a redis-py node or connection; ``None`` if it has none."""
+    host, port = getattr(node, "host", None), getattr(node, "port", None)
+    if host is None or not isinstance(port, int | str) or not str(port).isdigit():
+        return None
+    return str(host), int(port)
+
+
 def _mark(target_node: Any) -> contextvars.Token[tuple[str, int] | None]:
-    node = (str(target_node.host), int(target_node.port))
-    return _reply_node.set(node)
+    return _reply_node.set(_address(target_node))
 
 
 def _replied(mark: contextvars.Token[tuple[str, int] | None]) -> None:
@@ -214,8 +222,17 @@ def _metric_seen(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     # _record_command_metric(command_name, duration_seconds, connection, error=None)
     connection = kwargs.get("connection", args[2] if len(args) > 2 else None)
     error = kwargs.get("error", args[3] if len(args) > 3 else None)
-    if error is None and connection is not None and _reply_node.get() is not None:
-        _reply_node.set((str(connection.host), int(connection.port)))
+    if error is None and _reply_node.get() is not None:
+        replied = _address(connection)
+        if replied is not None:  # a reply from the node the redirects led to
+            _reply_node.set(replied)
+
+
+def _failed_on(answered: list[tuple[str, int]], error: Exception) -> None:
+    """Note the node a failed command was sent to (redis-py 8 hangs it on the error)."""
+    node = _address(getattr(error, "connection", None))
+    if node is not None:
+        answered.append(node)
 
 
 def _label(outer: trace.Span, answered: list[tuple[str, int]]) -> None:
@@ -236,6 +253,9 @@ def _noting(call: Callable[..., T], outer: trace.Span) -> Callable[..., T]:
         token = _answered.set(answered)
         try:
             return call(*args, **options)
+        except Exception as error:
+            _failed_on(answered, error)
+            raise
         finally:
             _answered.reset(token)
             _label(outer, answered)
@@ -251,6 +271,9 @@ def _noting_async(
         token = _answered.set(answered)
         try:
             return await call(*args, **options)
+        except Exception as error:
+            _failed_on(answered, error)
+            raise
         finally:
             _answered.reset(token)
             _label(outer, answered)
