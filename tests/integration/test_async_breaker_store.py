@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+import redis
 import redis.asyncio
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
@@ -24,7 +25,12 @@ from resilience_otel import (
     Policy,
     RetryConfig,
 )
-from resilience_otel.redis import AsyncRedisBreakerStore, SharedCircuitBreaker, instrument
+from resilience_otel.redis import (
+    AsyncRedisBreakerStore,
+    RedisBreakerStore,
+    SharedCircuitBreaker,
+    instrument,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -189,7 +195,37 @@ async def test_instrumented_async_client_trips_the_breaker_of_another_process(
 
 def test_the_store_takes_only_asyncio_clients() -> None:
     """A sync client is refused with a TypeError naming what is expected."""
-    import redis as sync_redis
-
     with pytest.raises(TypeError, match=r"redis\.asyncio\.Redis"):
-        AsyncRedisBreakerStore(sync_redis.Redis())  # type: ignore[arg-type]
+        AsyncRedisBreakerStore(redis.Redis())  # type: ignore[arg-type]
+
+
+@pytest.mark.anyio
+async def test_counts_recorded_while_a_sync_is_in_flight_reach_redis_with_the_next(
+    stores: list[AsyncRedisBreakerStore],
+) -> None:
+    """Five failures recorded back to back (one sync in flight at a time): all five are in the
+    shared window once the steps have finished; none is lost to coalescing."""
+    config = BreakerConfig(failure_threshold=100)
+    first, second = (store.breaker(config, name="b") for store in stores)
+    for _ in range(5):
+        fail(first)
+    await stores[0].flush()
+    second.snapshot()  # schedules the other view's refresh
+    await stores[1].flush()
+    assert second.snapshot().failures == 5
+
+
+@pytest.mark.anyio
+async def test_a_sync_store_and_an_async_store_share_one_breaker(
+    stores: list[AsyncRedisBreakerStore], prefix: str
+) -> None:
+    """Same prefix and name: a trip through the sync store is seen by the async store."""
+    sync_client = redis.Redis(socket_timeout=1.0)
+    tripping = RedisBreakerStore(sync_client, prefix=prefix).breaker(CONFIG, name="b")
+    for _ in range(3):
+        fail(tripping)
+    watching = stores[0].breaker(CONFIG, name="b")
+    watching.state  # noqa: B018
+    await stores[0].flush()
+    assert watching.current_state is BreakerState.OPEN
+    sync_client.close()
