@@ -103,7 +103,8 @@ def test_redis_py_whole_command_retries_make_way_for_the_policy(
         host="127.0.0.1", port=cluster.ports[0], retry=Retry(NoBackoff(), 2)
     )
     instrument(kept, policy=policy(), **otel.providers)
-    assert type(kept.retry) is Retry
+    assert type(kept.retry) is Retry  # redis-py's, untouched
+    assert kept._resilience_guard.policy.retry.max_attempts == 1  # retries never multiply
     plain.close()
     kept.close()
 
