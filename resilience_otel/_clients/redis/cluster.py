@@ -51,7 +51,7 @@ from .cluster_retry import cluster_classifier, cluster_retry_layer, scope_cluste
 from .deadline import redis_timed_out, run_until
 from .guard import Guard, idempotent_block, in_single_try, in_single_try_async
 
-__all__ = ["ClusterClient", "instrument_cluster", "is_cluster"]
+__all__ = ["ClusterClient", "instrument_cluster"]
 
 T = TypeVar("T")
 ClusterClient = RedisCluster | AsyncRedisCluster
@@ -63,11 +63,6 @@ _DEFAULT_PORT = 6379
 _answered: contextvars.ContextVar[list[tuple[str, int]] | None] = contextvars.ContextVar(
     "resilience_otel_redis_cluster_answered", default=None
 )
-
-
-def is_cluster(client: object) -> bool:
-    """Whether ``client`` is a redis-py cluster client (sync or asyncio)."""
-    return isinstance(client, RedisCluster | AsyncRedisCluster)
 
 
 def instrument_cluster(
@@ -148,10 +143,10 @@ def _attach(
 
 
 # -- the node that answered -------------------------------------------------------------------
-def _note(host: object, port: object) -> None:
+def _note(node: tuple[str, int]) -> None:
     answered = _answered.get()
-    if answered is not None and host is not None:
-        answered.append((str(host), int(port) if isinstance(port, int | str) else _DEFAULT_PORT))
+    if answered is not None:
+        answered.append(node)
 
 
 def _note_nodes(client: ClusterClient) -> None:
@@ -215,7 +210,7 @@ def _replied(mark: contextvars.Token[tuple[str, int] | None]) -> None:
     node = _reply_node.get()
     _reply_node.reset(mark)
     if node is not None:
-        _note(*node)
+        _note(node)
 
 
 def _metric_seen(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
