@@ -232,8 +232,10 @@ def _one_attempt(policy: Policy) -> Policy:
     return dataclasses.replace(policy, retry=dataclasses.replace(policy.retry, max_attempts=1))
 
 
-def breaker_of(client: redis.Redis | redis.asyncio.Redis) -> CircuitBreaker:
-    """The breaker guarding an instrumented client."""
+def breaker_of(
+    client: redis.Redis | redis.asyncio.Redis | RedisCluster | AsyncRedisCluster,
+) -> CircuitBreaker:
+    """The breaker guarding an instrumented client (a cluster client too)."""
     guard = getattr(client, "_resilience_guard", None)
     if not isinstance(guard, Guard):
         raise ValueError(f"client {client!r} is not instrumented")
