@@ -77,6 +77,7 @@ class RedisClusterServers:
                 REDIS_SERVER, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(work),
                 "--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf",
                 "--cluster-node-timeout", "2000", "--save", "", "--appendonly", "no",
+                "--repl-diskless-sync-delay", "0",  # replicas sync at once, not after 5 s
                 "--daemonize", "no", "--logfile", str(work / "redis.log"),
             ]  # fmt: skip
             self._processes.append(
