@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     import redis
     import redis.asyncio
 
+    from .pgprimary import PostgresPrimary
     from .replicas import RedisPair
 
 __all__ = ["Backends", "OutageDriver", "PostgresSide", "RedisSide", "probe_backends"]
@@ -156,36 +157,53 @@ class RedisSide:
 
 
 class PostgresSide:
-    """An asyncpg pool reaching PostgreSQL through a fault proxy, and a demo table."""
+    """An asyncpg pool reaching PostgreSQL through a fault proxy, and a demo table.
 
-    def __init__(self, dsn: str, pool: Any, proxy: FaultProxy, table: str) -> None:
+    With a :class:`PostgresPrimary` the pool starts on that server (the table is made on both)
+    and the failover phase demotes it and moves the proxy to ``dsn``'s server.
+    """
+
+    def __init__(
+        self, dsn: str, pool: Any, proxy: FaultProxy, table: str, primary: PostgresPrimary | None
+    ) -> None:
         self.dsn = dsn
         self.pool = pool
         self.proxy = proxy
         self.table = table
+        self.primary = primary
 
     @classmethod
-    async def open(cls, dsn: str) -> PostgresSide:
+    async def open(cls, dsn: str, primary: PostgresPrimary | None = None) -> PostgresSide:
         """Create the demo table (directly) and a pool through a new fault proxy."""
         import asyncpg
 
         parts = urlsplit(dsn)
         table = f"resilience_demo_orders_{os.getpid()}"
-        connection = await asyncpg.connect(dsn, timeout=2.0)
-        try:
-            await connection.execute(
-                f"CREATE TABLE IF NOT EXISTS {table} (client_order_id text PRIMARY KEY, "
-                "symbol text NOT NULL, qty integer NOT NULL, created_at timestamptz "
-                "NOT NULL DEFAULT now())"
-            )
-        finally:
-            await connection.close()
-        proxy = FaultProxy((parts.hostname or "127.0.0.1", parts.port or 5432)).__enter__()
+        target = (parts.hostname or "127.0.0.1", parts.port or 5432)
+        if primary is not None:
+            await primary.ready(parts.path.lstrip("/") or "postgres")
+            target = ("127.0.0.1", primary.port)
+        side_dsns = [dsn] if primary is None else [dsn, _on(dsn, primary.port)]
+        for each in side_dsns:
+            await _create_table(each, table)
+        proxy = FaultProxy(target).__enter__()
         pool = await asyncpg.create_pool(
             dsn, host="127.0.0.1", port=proxy.port, min_size=0, max_size=4,
             timeout=1.0, command_timeout=1.0,
         )  # fmt: skip
-        return cls(dsn, pool, proxy, table)
+        return cls(dsn, pool, proxy, table, primary)
+
+    def dsns(self) -> list[str]:
+        """Every server holding the demo table: the found one, and the demo's own if any."""
+        return [self.dsn] + ([] if self.primary is None else [_on(self.dsn, self.primary.port)])
+
+    async def switchover(self) -> None:
+        """Demote the demo's own primary and send new connections to ``dsn``'s server."""
+        if self.primary is None:
+            return
+        await self.primary.demote()
+        parts = urlsplit(self.dsn)
+        self.proxy.upstream = (parts.hostname or "127.0.0.1", parts.port or 5432)
 
     async def close(self) -> None:
         """Close the pool and the proxy, then drop the demo table (directly)."""
@@ -202,6 +220,28 @@ class PostgresSide:
             await connection.execute(f"DROP TABLE IF EXISTS {self.table}")
         finally:
             await connection.close()
+        if self.primary is not None:
+            await asyncio.to_thread(self.primary.stop)
+
+
+def _on(dsn: str, port: int) -> str:
+    """``dsn`` pointed at 127.0.0.1:``port`` (same user and database)."""
+    parts = urlsplit(dsn)
+    return parts._replace(netloc=f"postgres@127.0.0.1:{port}").geturl()
+
+
+async def _create_table(dsn: str, table: str) -> None:
+    import asyncpg
+
+    connection = await asyncpg.connect(dsn, timeout=2.0)
+    try:
+        await connection.execute(
+            f"CREATE TABLE IF NOT EXISTS {table} (client_order_id text PRIMARY KEY, "
+            "symbol text NOT NULL, qty integer NOT NULL, created_at timestamptz "
+            "NOT NULL DEFAULT now())"
+        )
+    finally:
+        await connection.close()
 
 
 class OutageDriver:

@@ -1,8 +1,11 @@
-"""The full demo's failover phase: Redis' primary hands over to its replica under load.
+"""The full demo's failover phase: the cache's Redis and the orders database change primary
+under load.
 
-The cache service counts every INCR the new or old primary acknowledged during the phase;
-at the end the counter on the primary must equal that count: a refused write (``READONLY``)
-was resent once on a new connection, never lost and never applied twice.
+Redis: the replica is promoted and the old primary demoted (a planned switchover). PostgreSQL:
+the demo's own server turns read-only, as a demoted primary does, and new connections go to
+the PostgreSQL the demo found. Each service counts every write acknowledged during the phase;
+at the end the servers must hold exactly those: a refused write (``READONLY``, 25006) was
+resent once on a new connection, never lost and never applied twice.
 """
 
 from __future__ import annotations
@@ -15,11 +18,13 @@ from typing import TYPE_CHECKING
 from .phases import FAILOVER
 
 if TYPE_CHECKING:
-    from .backends import RedisSide
+    from .backends import PostgresSide, RedisSide
     from .phases import Timeline
     from .stats import EventLog
 
-__all__ = ["WriteTally", "drive_failover", "failover_facts"]
+__all__ = ["Failover", "WriteTally", "drive_failover", "failover_facts"]
+
+ORDER_PREFIX = "failover-"  # client_order_id of the orders written in the failover phase
 
 
 @dataclass
@@ -29,50 +34,132 @@ class WriteTally:
     key: str
     acknowledged: int = 0
     switched_at: float | None = None
-    paused: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def acked(self) -> None:
-        """One more INCR acknowledged."""
+        """One more write acknowledged."""
         with self._lock:
             self.acknowledged += 1
 
 
+@dataclass
+class Failover:
+    """The sides that fail over in this run, and their tallies (``None``: not in this run)."""
+
+    redis: RedisSide | None
+    postgres: PostgresSide | None
+    cache: WriteTally | None = None
+    orders: WriteTally | None = None
+
+    @classmethod
+    def of(cls, redis: RedisSide | None, postgres: PostgresSide | None) -> Failover:
+        """Tallies for the sides that have a server of the demo's own to fail over."""
+        cache = orders = None
+        if redis is not None and redis.pair is not None:
+            cache = WriteTally(redis.prefix + "failover:writes")
+        if postgres is not None and postgres.primary is not None:
+            orders = WriteTally(ORDER_PREFIX)
+        return cls(redis, postgres, cache, orders)
+
+
 async def drive_failover(
-    side: RedisSide, tally: WriteTally, timeline: Timeline, events: EventLog, stop: asyncio.Event
+    failover: Failover, timeline: Timeline, events: EventLog, stop: asyncio.Event
 ) -> None:
-    """At the start of the failover phase, promote the replica and demote the primary."""
-    pair = side.pair
-    if pair is None:
+    """At the start of the failover phase, switch both primaries."""
+    if failover.cache is None and failover.orders is None:
         return
     while timeline.phase() != FAILOVER:
         if stop.is_set():
             return
         await asyncio.sleep(0.02)
-    old = pair.primary
+    await asyncio.gather(_switch_redis(failover, timeline, events),
+                         _switch_postgres(failover, timeline, events))  # fmt: skip
+
+
+async def _switch_redis(failover: Failover, timeline: Timeline, events: EventLog) -> None:
+    side, tally = failover.redis, failover.cache
+    if side is None or side.pair is None or tally is None:
+        return
+    old = side.pair.primary
     try:
-        tally.paused = await asyncio.to_thread(pair.switchover, side.proxy)
+        paused = await asyncio.to_thread(side.pair.switchover, side.proxy)
     except Exception as exc:  # a switchover that could not happen is part of the story
         events.add(f"cache: switchover failed ({type(exc).__name__}: {exc})")
         return
     tally.switched_at = timeline.elapsed()
-    events.add(f"cache: Redis {old[1]} demoted, replica {pair.primary[1]} promoted; new "
-               f"connections go to it (writes paused {tally.paused * 1000:.0f}ms)")  # fmt: skip
+    events.add(f"cache: Redis {old[1]} demoted, replica {side.pair.primary[1]} promoted; new "
+               f"connections go to it (writes paused {paused * 1000:.0f}ms)")  # fmt: skip
 
 
-def failover_facts(side: RedisSide | None, tally: WriteTally | None, failovers: int) -> list[str]:
-    """The summary lines about the failover phase."""
-    if side is None or side.pair is None or tally is None:
-        return ["failover: skipped (needs Redis and a redis-server binary to run a replica pair)"]
+async def _switch_postgres(failover: Failover, timeline: Timeline, events: EventLog) -> None:
+    side, tally = failover.postgres, failover.orders
+    if side is None or side.primary is None or tally is None:
+        return
+    try:
+        await side.switchover()
+    except Exception as exc:
+        events.add(f"orders-db: switchover failed ({type(exc).__name__}: {exc})")
+        return
+    tally.switched_at = timeline.elapsed()
+    events.add(f"orders-db: PostgreSQL {side.primary.port} demoted (read-only); new "
+               f"connections go to {side.proxy.upstream[1]}")  # fmt: skip
+
+
+async def failover_facts(failover: Failover, failovers: dict[str, int]) -> list[str]:
+    """The summary lines about the failover phase (``failovers``: refusals per service)."""
+    if failover.cache is None and failover.orders is None:
+        return ["failover: skipped (needs redis-server or PostgreSQL binaries for servers of "
+                "the demo's own)"]  # fmt: skip
+    lines: list[str] = []
+    if failover.redis is not None and failover.redis.pair is not None and failover.cache:
+        stored = int(failover.redis.pair.primary_client.get(failover.cache.key) or 0)
+        acked = failover.cache.acknowledged
+        lines += _lines("cache", "INCRs", failover.cache, failovers.get("cache", 0), stored,
+                        lost=max(acked - stored, 0), doubled=max(stored - acked, 0))  # fmt: skip
+    if failover.postgres is not None and failover.orders is not None:
+        stored, doubled = await _orders_stored(failover.postgres)
+        lost = max(failover.orders.acknowledged - stored, 0)
+        lines += _lines("orders-db", "INSERTs", failover.orders, failovers.get("orders-db", 0),
+                        stored, lost=lost, doubled=doubled)  # fmt: skip
+    return lines
+
+
+def _lines(
+    service: str,
+    what: str,
+    tally: WriteTally,
+    refused: int,
+    stored: int,
+    *,
+    lost: int,
+    doubled: int,
+) -> list[str]:
     if tally.switched_at is None:
-        return ["failover: the switchover did not happen in this run"]
-    stored = int(side.pair.primary_client.get(tally.key) or 0)
-    lost = max(tally.acknowledged - stored, 0)
-    doubled = max(stored - tally.acknowledged, 0)
-    writes = "1 write" if failovers == 1 else f"{failovers} writes"
+        return [f"failover of {service}: the switchover did not happen in this run"]
+    writes = "1 write" if refused == 1 else f"{refused} writes"
     return [
-        f"failover at {tally.switched_at:.1f}s: {writes} refused by the demoted primary "
-        "(READONLY): connections retired, resent on a new one",
-        f"  {tally.acknowledged} INCRs acknowledged, {stored} on the new primary: "
-        f"{lost} lost, {doubled} applied twice",
+        f"failover of {service} at {tally.switched_at:.1f}s: {writes} refused by the demoted "
+        "primary: connections retired, resent on a new one",
+        f"  {tally.acknowledged} {what} acknowledged, {stored} stored: {lost} lost, "
+        f"{doubled} applied twice",
     ]
+
+
+async def _orders_stored(side: PostgresSide) -> tuple[int, int]:
+    """Failover-phase orders stored on either server, and how many are on both."""
+    import asyncpg
+
+    ids: list[set[str]] = []
+    for dsn in side.dsns():
+        connection = await asyncpg.connect(dsn, timeout=2.0)
+        try:
+            rows = await connection.fetch(
+                f"SELECT client_order_id FROM {side.table} "  # noqa: S608 (our own table)
+                "WHERE client_order_id LIKE $1",
+                ORDER_PREFIX + "%",
+            )
+        finally:
+            await connection.close()
+        ids.append({row[0] for row in rows})
+    both = set.intersection(*ids) if len(ids) > 1 else set()
+    return len(set.union(*ids)), len(both)

@@ -20,9 +20,9 @@ from .._deadletters.base import InMemoryDeadLetterQueue
 from ..health import http_check, serve_health
 from . import workload
 from .backends import Backends, OutageDriver, PostgresSide, RedisSide, probe_backends
-from .failover import WriteTally, drive_failover, failover_facts
+from .failover import Failover, drive_failover, failover_facts
+from .ownservers import start_own_servers
 from .phases import FULL_PHASES, Timeline
-from .replicas import RedisPair, redis_server_binary
 from .stack import AlertBoard, AlertLine, Stack, for_scale_of, start_stack_async, stop_quietly
 from .stats import EventLog, LogToEvents, Recorder, Row, Sampler
 from .upstreams import AiApi, TradingApi, Upstream
@@ -171,32 +171,20 @@ class _Run:
         self, stack: contextlib.AsyncExitStack
     ) -> tuple[RedisSide | None, PostgresSide | None]:
         redis_side = pg_side = None
+        pair, primary = await start_own_servers(self.backends, self.say)
         if self.backends.redis is not None:
-            redis_side = RedisSide(self.backends.redis, await self._redis_pair())
+            redis_side = RedisSide(self.backends.redis, pair)
             stack.push_async_callback(self._close_redis, redis_side)
         if self.backends.postgres is not None:
             try:
-                pg_side = await PostgresSide.open(self.backends.postgres)
+                pg_side = await PostgresSide.open(self.backends.postgres, primary)
             except Exception as exc:  # found a moment ago, but not usable for the demo
                 self.say(f"PostgreSQL: skipped ({type(exc).__name__}: {exc})")
+                if primary is not None:
+                    await asyncio.to_thread(primary.stop)
             else:
                 stack.push_async_callback(self._close_postgres, pg_side)
         return redis_side, pg_side
-
-    async def _redis_pair(self) -> RedisPair | None:
-        """The primary and replica the failover phase hands over, when redis-server is here."""
-        binary = redis_server_binary()
-        if binary is None:
-            self.say("failover: skipped (no redis-server binary for a replica pair)")
-            return None
-        try:
-            pair = await asyncio.to_thread(RedisPair, binary)
-        except Exception as exc:  # the rest of the demo does not need it
-            self.say(f"failover: skipped ({type(exc).__name__}: {exc})")
-            return None
-        self.say(f"cache: a Redis primary ({pair.ports[0]}) and replica ({pair.ports[1]}) "
-                 "of its own, for the failover phase")  # fmt: skip
-        return pair
 
     async def _close_redis(self, side: RedisSide) -> None:
         deleted = await side.close()
@@ -224,7 +212,7 @@ class _Run:
         redis_side, pg_side = await self._backends(stack)
         order_letters = self._order_letters(stack, redis_side)
         timeline = Timeline(time.monotonic(), self.duration, FULL_PHASES)
-        tally = None if redis_side is None else WriteTally(redis_side.prefix + "failover:writes")
+        failover = Failover.of(redis_side, pg_side)
         trading = TradingApi(timeline, slow_ack=1.0)
         ai = AiApi(timeline, retry_after="1", hang=3.0)
         trading_up = stack.enter_context(Upstream(trading))
@@ -234,7 +222,7 @@ class _Run:
         recorder = Recorder(events)
         sinks = workload.Sinks((recorder, self.monitor), self.meter_provider)
         services = self._services(stack, sinks, trading_up.url, ai_up.url, order_letters,
-                                  redis_side, pg_side, (timeline, tally))  # fmt: skip
+                                  redis_side, pg_side, (timeline, failover))  # fmt: skip
         self.monitor.add_check("trading-quotes", http_check(trading_up.url + "/health"))
         self.monitor.add_check("ai", http_check(ai_up.url + "/health"))
         await self.monitor.astart()
@@ -242,14 +230,14 @@ class _Run:
         board = AlertBoard(self.stack.receiver, timeline.start, events.add) if self.stack else None
         watch = _Watch(view, timeline, services, Sampler(recorder, self.monitor), events, board)
         proxies = [s.proxy for s in (redis_side, pg_side) if s is not None]
-        failover = (redis_side, tally)
         with view, LogToEvents(events).installed():
             await self._run_phases(watch, recorder, proxies, failover)
         facts = [f"trading API: {len(trading.orders)} orders placed, {trading.duplicates} resent "
                  "orders answered from their Idempotency-Key (never placed twice)",
                  f"AI API: {ai.requests} requests, {ai.rate_limited} answered 429 with "
                  "Retry-After"]  # fmt: skip
-        facts += failover_facts(redis_side, tally, recorder.snapshot("cache").failovers)
+        refused = {s: recorder.snapshot(s).failovers for s in ("cache", "orders-db")}
+        facts += await failover_facts(failover, refused)
         return watch.rows(), facts + watch.alert_facts()
 
     async def _run_phases(
@@ -257,7 +245,7 @@ class _Run:
         watch: _Watch,
         recorder: Recorder,
         proxies: list[FaultProxy],
-        failover: tuple[RedisSide | None, WriteTally | None],
+        failover: Failover,
     ) -> None:
         """Run the clients through the phases, replay what is left, let alerts settle."""
         timeline, services, events = watch.timeline, watch.services, watch.events
@@ -265,9 +253,7 @@ class _Run:
         tasks = workload.start(services, timeline, recorder, events, stop)
         if proxies:
             tasks.append(asyncio.create_task(OutageDriver(timeline, proxies).run(stop)))
-        side, tally = failover
-        if side is not None and tally is not None:
-            tasks.append(asyncio.create_task(drive_failover(side, tally, timeline, events, stop)))
+        tasks.append(asyncio.create_task(drive_failover(failover, timeline, events, stop)))
         try:
             await watch.until(self.duration)
         finally:
@@ -285,7 +271,7 @@ class _Run:
         order_letters: Letters,
         redis_side: RedisSide | None,
         pg_side: PostgresSide | None,
-        failover: tuple[Timeline, WriteTally | None],
+        failover: tuple[Timeline, Failover],
     ) -> list[Service]:
         policy = workload.policies(self.phase_length)
         services = workload.http_services(
@@ -293,12 +279,9 @@ class _Run:
             order_letters=order_letters,
         )  # fmt: skip
         if redis_side is not None:
-            timeline, tally = failover
-            services.append(
-                workload.cache_service(redis_side, policy["cache"], sinks, timeline, tally)
-            )
+            services.append(workload.cache_service(redis_side, policy["cache"], sinks, *failover))
         if pg_side is not None:
-            services.append(workload.db_service(pg_side, policy["orders-db"], sinks))
+            services.append(workload.db_service(pg_side, policy["orders-db"], sinks, *failover))
         return services
 
     def _view(self, timeline: Timeline) -> LiveView | PlainView:

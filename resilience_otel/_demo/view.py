@@ -26,8 +26,8 @@ PHASE_NOTES = {
     "full outage": "the upstreams fail: breakers open, retries stop, dead letters fill",
     "recovery": "the upstreams are back: half-open probes close the breakers, dead letters "
     "are replayed",
-    "failover": "Redis' replica is promoted and the old primary demoted under load: writes "
-    "refused with READONLY retire their connections and go to the new primary",
+    "failover": "Redis and PostgreSQL change primary under load: writes refused by the old "
+    "primary (READONLY, 25006) retire their connections and go to the new one",
 }
 _COLUMNS = ("service", "status", "score", "breaker", "calls", "calls/s", "errors", "p95",
             "retries", "rejected", "dead", "replayed")  # fmt: skip

@@ -36,7 +36,7 @@ from .upstreams import QUOTES
 if TYPE_CHECKING:
     from .. import CircuitBreaker, DeadLetter, Observer, ReplayResult
     from .backends import PostgresSide, RedisSide
-    from .failover import WriteTally
+    from .failover import Failover
     from .stats import EventLog, Recorder
 
 __all__ = [
@@ -235,16 +235,18 @@ def cache_service(
     policy: Policy,
     sinks: Sinks,
     timeline: Timeline | None = None,
-    tally: WriteTally | None = None,
+    failover: Failover | None = None,
 ) -> Service:
     """Cache-aside quotes in Redis: reads, and a SET (marked idempotent) every third call; in
-    the failover phase every other call is an INCR (not idempotent), counted in ``tally``."""
+    the failover phase every other call is an INCR (not idempotent), counted."""
     from .._clients.redis.instrument import breaker_of, instrument
 
     cache = instrument(
         side.client, policy=policy, idempotent_commands={"SET"}, observers=sinks.observers,
         meter_provider=sinks.meter_provider,
     )  # fmt: skip
+
+    tally = None if failover is None else failover.cache
 
     async def operation(n: int) -> object:
         key = f"{side.prefix}quote:{SYMBOLS[n % len(SYMBOLS)]}"
@@ -261,8 +263,15 @@ def cache_service(
     return Service("cache", "redis", operation, 1, 0.05, breaker_of(cache))
 
 
-def db_service(side: PostgresSide, policy: Policy, sinks: Sinks) -> Service:
-    """An orders repository in PostgreSQL: counts, and an idempotent insert every third call."""
+def db_service(
+    side: PostgresSide,
+    policy: Policy,
+    sinks: Sinks,
+    timeline: Timeline | None = None,
+    failover: Failover | None = None,
+) -> Service:
+    """An orders repository in PostgreSQL: counts, and an idempotent insert every third call;
+    in the failover phase every other call is a plain INSERT (not idempotent), counted."""
     from .._clients.postgres.client import wrap
 
     pool = wrap(side.pool, policy=policy, observers=sinks.observers,
@@ -272,8 +281,16 @@ def db_service(side: PostgresSide, policy: Policy, sinks: Sinks) -> Service:
         "VALUES ($1, $2, $3) ON CONFLICT (client_order_id) DO NOTHING"
     )
     count = f"SELECT count(*) FROM {side.table}"  # noqa: S608 (our own table name)
+    plain = f"INSERT INTO {side.table} (client_order_id, symbol, qty) VALUES ($1, $2, $3)"  # noqa: S608
+    tally = None if failover is None else failover.orders
 
     async def operation(n: int) -> object:
+        if tally is not None and timeline is not None and timeline.phase() == FAILOVER:
+            if n % 2 == 0:
+                written = await pool.execute(plain, f"{tally.key}{n}", SYMBOLS[n % len(SYMBOLS)], 1)
+                tally.acked()
+                return written
+            return await pool.fetchval(count)
         if n % 3 == 0:
             symbol = SYMBOLS[n % len(SYMBOLS)]
             return await pool.execute(insert, f"fill-{n}", symbol, 1, idempotent=True)

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PHASES = ["healthy", "partial outage", "full outage", "recovery"]
 FULL_PHASES = [*PHASES, "failover"]
 PHASE_HEADER = re.compile(r"^phase (\d)/5: ([a-z ]+) \(")
-FAILOVER_WRITES = re.compile(r"^  (\d+) INCRs acknowledged, (\d+) on the new primary: (\d+) lost, "
+FAILOVER_WRITES = re.compile(r"^  (\d+) (?:INCRs|INSERTs) acknowledged, (\d+) stored: (\d+) lost, "
                              r"(\d+) applied twice$")  # fmt: skip
 EVENT = re.compile(r"^  \[\s*[\d.]+s\] (.*)$")
 TRANSITION = re.compile(r"^breaker ([\w-]+): (\w+) -> (\w+)$")
@@ -190,16 +190,28 @@ def test_full_reports_the_stack_and_its_alerts(full: FullRun) -> None:
         assert alerts == "alerts: no Prometheus/Alertmanager in this run"
 
 
-def test_full_failover_retires_connections_and_loses_or_doubles_no_write(full: FullRun) -> None:
-    """Redis' primary hands over under load: refused writes are resent once, none is lost.
+@pytest.mark.parametrize(
+    ("service", "refusal", "switched"),
+    [
+        ("cache", "READONLY", r"cache: Redis \d+ demoted, replica \d+ promoted"),
+        ("orders-db", "25006", r"orders-db: PostgreSQL \d+ demoted \(read-only\)"),
+    ],
+)
+def test_full_failover_retires_connections_and_loses_or_doubles_no_write(
+    full: FullRun, service: str, refusal: str, switched: str
+) -> None:
+    """A primary changes under load: refused writes are resent once, none is lost.
 
-    ``make test`` installs redis-server, so the demo runs its replica pair here.
+    ``make test`` installs redis-server and PostgreSQL, so the demo runs servers of its own.
     """
     failover = full.index("phase 5/5")
     events = [text for i, text in full.events() if i > failover]
-    assert any(re.match(r"cache: Redis \d+ demoted, replica \d+ promoted", t) for t in events)
-    assert any(t.startswith("cache: READONLY from a demoted primary") for t in events)
-    fact = full.lines[full.index("failover at ") + 1]
+    assert any(re.match(switched, t) for t in events), events
+    assert (
+        f"{service}: {refusal} from a demoted primary: connections retired, the write "
+        "resent on a new one" in events
+    )
+    fact = full.lines[full.index(f"failover of {service} at ") + 1]
     match = FAILOVER_WRITES.match(fact)
     assert match is not None, fact
     acknowledged, stored, lost, doubled = (int(g) for g in match.groups())
