@@ -3,9 +3,10 @@ under load.
 
 Redis: the replica is promoted and the old primary demoted (a planned switchover). PostgreSQL:
 the demo's own server turns read-only, as a demoted primary does, and new connections go to
-the PostgreSQL the demo found. Each service counts every write acknowledged during the phase;
-at the end the servers must hold exactly those: a refused write (``READONLY``, 25006) was
-resent once on a new connection, never lost and never applied twice.
+the PostgreSQL the demo found. Each service writes numbered items (Redis: ``RPUSH`` onto a
+list, which a resend would duplicate; PostgreSQL: rows with unique ids) and records which were
+acknowledged; at the end the servers must hold each acknowledged item exactly once: a refused
+write (``READONLY``, 25006) was resent once on a new connection, never lost, never doubled.
 """
 
 from __future__ import annotations
@@ -32,14 +33,14 @@ class WriteTally:
     """Writes the failover phase made and the server acknowledged (thread-safe)."""
 
     key: str
-    acknowledged: int = 0
+    acknowledged: set[str] = field(default_factory=set)
     switched_at: float | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def acked(self) -> None:
-        """One more write acknowledged."""
+    def acked(self, item: str) -> None:
+        """``item`` was written and the server said so."""
         with self._lock:
-            self.acknowledged += 1
+            self.acknowledged.add(item)
 
 
 @dataclass
@@ -112,15 +113,14 @@ async def failover_facts(failover: Failover, failovers: dict[str, int]) -> list[
                 "the demo's own)"]  # fmt: skip
     lines: list[str] = []
     if failover.redis is not None and failover.redis.pair is not None and failover.cache:
-        stored = int(failover.redis.pair.primary_client.get(failover.cache.key) or 0)
-        acked = failover.cache.acknowledged
-        lines += _lines("cache", "INCRs", failover.cache, failovers.get("cache", 0), stored,
-                        lost=max(acked - stored, 0), doubled=max(stored - acked, 0))  # fmt: skip
+        pushed = failover.redis.pair.primary_client.lrange(failover.cache.key, 0, -1)
+        items = [item.decode() if isinstance(item, bytes) else item for item in pushed]
+        lines += _lines("cache", "RPUSHes", failover.cache, failovers.get("cache", 0),
+                        set(items), doubled=len(items) - len(set(items)))  # fmt: skip
     if failover.postgres is not None and failover.orders is not None:
         stored, doubled = await _orders_stored(failover.postgres)
-        lost = max(failover.orders.acknowledged - stored, 0)
         lines += _lines("orders-db", "INSERTs", failover.orders, failovers.get("orders-db", 0),
-                        stored, lost=lost, doubled=doubled)  # fmt: skip
+                        stored, doubled=doubled)  # fmt: skip
     return lines
 
 
@@ -129,23 +129,27 @@ def _lines(
     what: str,
     tally: WriteTally,
     refused: int,
-    stored: int,
+    stored: set[str],
     *,
-    lost: int,
     doubled: int,
 ) -> list[str]:
     if tally.switched_at is None:
         return [f"failover of {service}: the switchover did not happen in this run"]
     writes = "1 write" if refused == 1 else f"{refused} writes"
+    acked = tally.acknowledged
+    lost = len(acked - stored)
+    # a write still on its way when the run stopped may land without its reply being seen
+    in_flight = len(stored - acked)
+    late = f" ({in_flight} in flight when the run stopped)" if in_flight else ""
     return [
         f"failover of {service} at {tally.switched_at:.1f}s: {writes} refused by the demoted "
         "primary: connections retired, resent on a new one",
-        f"  {tally.acknowledged} {what} acknowledged, {stored} stored: {lost} lost, "
-        f"{doubled} applied twice",
+        f"  {len(acked)} {what} acknowledged, {len(stored)} stored: {lost} lost, "
+        f"{doubled} applied twice{late}",
     ]
 
 
-async def _orders_stored(side: PostgresSide) -> tuple[int, int]:
+async def _orders_stored(side: PostgresSide) -> tuple[set[str], int]:
     """Failover-phase orders stored on either server, and how many are on both."""
     import asyncpg
 
@@ -162,4 +166,4 @@ async def _orders_stored(side: PostgresSide) -> tuple[int, int]:
             await connection.close()
         ids.append({row[0] for row in rows})
     both = set.intersection(*ids) if len(ids) > 1 else set()
-    return len(set.union(*ids)), len(both)
+    return set.union(*ids), len(both)

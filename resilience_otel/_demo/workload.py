@@ -238,7 +238,7 @@ def cache_service(
     failover: Failover | None = None,
 ) -> Service:
     """Cache-aside quotes in Redis: reads, and a SET (marked idempotent) every third call; in
-    the failover phase every other call is an INCR (not idempotent), counted."""
+    the failover phase every other call is an RPUSH (not idempotent), counted."""
     from .._clients.redis.instrument import breaker_of, instrument
 
     cache = instrument(
@@ -252,8 +252,8 @@ def cache_service(
         key = f"{side.prefix}quote:{SYMBOLS[n % len(SYMBOLS)]}"
         if tally is not None and timeline is not None and timeline.phase() == FAILOVER:
             if n % 2 == 0:
-                written = await cache.incr(tally.key)
-                tally.acked()
+                written = await cache.rpush(tally.key, str(n))
+                tally.acked(str(n))
                 return written
             return await cache.get(key)
         if n % 3 == 0:
@@ -287,8 +287,9 @@ def db_service(
     async def operation(n: int) -> object:
         if tally is not None and timeline is not None and timeline.phase() == FAILOVER:
             if n % 2 == 0:
-                written = await pool.execute(plain, f"{tally.key}{n}", SYMBOLS[n % len(SYMBOLS)], 1)
-                tally.acked()
+                order_id = f"{tally.key}{n}"
+                written = await pool.execute(plain, order_id, SYMBOLS[n % len(SYMBOLS)], 1)
+                tally.acked(order_id)
                 return written
             return await pool.fetchval(count)
         if n % 3 == 0:
