@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import contextlib
+import functools
 import json
 import os
 import re
@@ -29,7 +30,7 @@ import tarfile
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -214,15 +215,18 @@ def redis_server() -> Iterator[str]:
             server.wait()
 
 
-def run_suite(suite: Suite, source: Path, mode: str) -> dict[str, str]:
-    """Run ``suite`` once (``mode`` plain or wrapped) and return its per-test outcomes."""
-    results = WORK / "results" / f"{suite.name}-{mode}.json"
-    log = WORK / "logs" / f"{suite.name}-{mode}.log"
+def run_suite(
+    suite: Suite, source: Path, mode: str, only: list[str] | None = None, tag: str = ""
+) -> dict[str, str]:
+    """Run ``suite`` once (``mode`` plain or wrapped; ``only`` these test ids, if given) and
+    return its per-test outcomes."""
+    results = WORK / "results" / f"{suite.name}-{mode}{tag}.json"
+    log = WORK / "logs" / f"{suite.name}-{mode}{tag}.log"
     for path in (results, log):
         path.parent.mkdir(parents=True, exist_ok=True)
     results.unlink(missing_ok=True)
     with contextlib.ExitStack() as stack:
-        args = [*suite.paths, *suite.args]
+        args = [*(suite.paths if only is None else only), *suite.args]
         ports: dict[int, int] = {}
         if suite.needs_redis:
             url = stack.enter_context(redis_server())
@@ -296,6 +300,28 @@ def compare(
     return unexplained
 
 
+def recheck(tests: list[str], run: Callable[[list[str], int], dict[str, str]]) -> list[str]:
+    """The ``tests`` that still fail wrapped when run again alone, twice at most.
+
+    Upstream suites hold timing and garbage-collection tests that now and then fail under the
+    load of both runs side by side, plain as well as wrapped; one that passes wrapped on its
+    own is not a difference wrapping makes. ``run(tests, attempt)`` runs them wrapped.
+    """
+    still = list(tests)
+    for attempt in (1, 2):
+        if not still:
+            break
+        outcomes = run(still, attempt)
+        still = [test for test in still if outcomes.get(test) != "passed"]
+    return still
+
+
+def _rerun(suite: Suite, tests: list[str], attempt: int) -> dict[str, str]:
+    return run_suite(
+        suite, fetch(suite.name, read_pins()[suite.name]), "wrapped", tests, f"-rerun{attempt}"
+    )
+
+
 def run_all(suites: list[Suite], sources: dict[str, Path]) -> None:
     """Run every suite plain and wrapped, the runs side by side where they can overlap.
 
@@ -345,7 +371,11 @@ def main(argv: list[str] | None = None) -> int:
             json.loads((WORK / "results" / f"{name}-{mode}.json").read_text())
             for mode in ("plain", "wrapped")
         )
-        failures += len(compare(name, plain, wrapped, known))
+        lost = compare(name, plain, wrapped, known)
+        if lost and not options.compare_only:
+            lost = recheck(lost, functools.partial(_rerun, SUITES[name]))
+            print(f"  rerun alone, wrapped: {len(lost)} still fail")
+        failures += len(lost)
     if failures:
         print(f"\n{failures} test(s) pass plain but not wrapped; see .compat/logs/*-wrapped.log")
     return 1 if failures else 0

@@ -14,7 +14,7 @@ import redis
 import redis.asyncio
 
 from compat import plugin
-from compat.run import compare, matches, read_known, read_pins
+from compat.run import compare, matches, read_known, read_pins, recheck
 from resilience_otel import AsyncResilientTransport, ResilientTransport
 
 
@@ -202,3 +202,22 @@ def test_compare_reports_stale_known_differences(capsys: pytest.CaptureFixture[s
     known = {("redis", "gone"): "was different"}
     assert compare("redis", {"gone": "passed"}, {"gone": "passed"}, known) == []
     assert "known-differences.txt but not different now: gone" in capsys.readouterr().out
+
+
+def test_recheck_keeps_only_tests_that_fail_wrapped_again_alone() -> None:
+    """A test that passes on a rerun is load flakiness; one failing both reruns is a difference."""
+    script = {
+        "t::flaky": ["passed"],
+        "t::broken": ["failed", "failed"],
+        "t::late": ["failed", "passed"],
+    }
+    runs: list[tuple[list[str], int]] = []
+
+    def run(tests: list[str], attempt: int) -> dict[str, str]:
+        runs.append((list(tests), attempt))
+        return {test: script[test][attempt - 1] for test in tests}
+
+    assert recheck(["t::flaky", "t::broken", "t::late"], run) == ["t::broken"]
+    assert runs == [(["t::flaky", "t::broken", "t::late"], 1), (["t::broken", "t::late"], 2)]
+    assert recheck([], run) == []
+    assert len(runs) == 2  # nothing to recheck runs nothing
