@@ -6,17 +6,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from resilience_otel import BreakerConfig, Jitter, Policy, RetryConfig
 from resilience_otel._telemetry import semconv
+from tests.support.otel import Otel as BaseOtel
 
 FAILOVER_EVENT = "resilience.failover"
-FAILOVERS_PROMETHEUS = "resilience_failovers_total"
 
 RESET_TIMEOUT = 0.5
 CALL_TIMEOUT = 1.0
@@ -56,30 +51,11 @@ def failover_policy(
 
 def failovers_metric() -> str:
     """The OTel name of the metric exported as ``resilience_failovers_total``."""
-    for otel_name, prometheus_name in semconv.PROMETHEUS_NAMES.items():
-        if prometheus_name == FAILOVERS_PROMETHEUS:
-            return otel_name
-    return "resilience.failovers"  # the shared design's name, until the names module has it
+    return semconv.FAILOVERS[0]
 
 
-class Otel:
-    """An SDK tracer provider and meter provider with in-memory exporters (never global)."""
-
-    def __init__(self) -> None:
-        self.exporter = InMemorySpanExporter()
-        self.tracer_provider = TracerProvider()
-        self.tracer_provider.add_span_processor(SimpleSpanProcessor(self.exporter))
-        self.reader = InMemoryMetricReader()
-        self.meter_provider = MeterProvider(metric_readers=[self.reader])
-
-    @property
-    def providers(self) -> dict[str, Any]:
-        """The keyword arguments that route a shell's telemetry here."""
-        return {"tracer_provider": self.tracer_provider, "meter_provider": self.meter_provider}
-
-    def spans(self) -> list[ReadableSpan]:
-        """Finished spans, oldest first."""
-        return list(self.exporter.get_finished_spans())
+class Otel(BaseOtel):
+    """In-memory telemetry, with the failover counter and span events."""
 
     def failover_events(self) -> list[dict[str, Any]]:
         """Attributes of every ``resilience.failover`` span event."""
@@ -92,19 +68,7 @@ class Otel:
 
     def counter_points(self, metric: str) -> list[tuple[dict[str, Any], float]]:
         """``(attributes, value)`` of every point of the counter ``metric``."""
-        data = self.reader.get_metrics_data()
-        found: list[tuple[dict[str, Any], float]] = []
-        if data is None:
-            return found
-        for resource in data.resource_metrics:
-            for scope in resource.scope_metrics:
-                for item in scope.metrics:
-                    if item.name == metric:
-                        found.extend(
-                            (dict(p.attributes or {}), getattr(p, "value", 0))
-                            for p in item.data.data_points
-                        )
-        return found
+        return [(attributes, getattr(p, "value", 0)) for attributes, p in self.points(metric)]
 
     def counter_total(self, metric: str, **attributes: str) -> float:
         """Sum of the points of the counter ``metric`` that carry ``attributes``."""
@@ -117,11 +81,6 @@ class Otel:
     def failovers(self) -> float:
         """How many failovers the package counted."""
         return self.counter_total(failovers_metric())
-
-    def shutdown(self) -> None:
-        """Shut both providers down."""
-        self.tracer_provider.shutdown()
-        self.meter_provider.shutdown()
 
 
 @pytest.fixture
